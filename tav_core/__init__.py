@@ -1,0 +1,1 @@
+"""Tune-A-Video, the method itself: importable and testable without ComfyUI running."""

@@ -1,0 +1,104 @@
+"""Tiny SD1.x / SD2.x / SDXL-shaped models built from ComfyUI's own classes with seeded random weights.
+
+Same code paths as real checkpoints (supported_models configs, model_base classes, ModelPatcher,
+comfy.sd.CLIP with the stock SD1 tokenizer), just small enough for a 2-core CPU.
+"""
+
+import math
+
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.supported_models
+import comfy.supported_models_base
+import torch
+
+CONTEXT_DIM = 32
+HEAD_CHANNELS = 16
+_UNET_BASE = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "use_temporal_resblock": False,
+    "use_temporal_attention": False,
+}
+UNET_KINDS = {
+    # SD1.x: conv proj_in/out, heads by count, one transformer per level.
+    "sd1": (comfy.supported_models.SD15, comfy.model_base.ModelType.EPS, {
+        "adm_in_channels": None, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
+        "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM,
+    }),
+    # SD2.x: linear proj_in/out, heads by channel count, fp32 attention, v-prediction.
+    "sd2": (comfy.supported_models.SD20, comfy.model_base.ModelType.V_PREDICTION, {
+        "adm_in_channels": None, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
+        "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
+        "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
+    }),
+    # SDXL: no transformer at the top level, depth-2 transformers, ADM (pooled text + sizes) input.
+    "sdxl": (comfy.supported_models.SDXL, comfy.model_base.ModelType.EPS, {
+        "adm_in_channels": 2816, "num_classes": "sequential", "num_res_blocks": [1, 1, 1], "channel_mult": [1, 2, 2],
+        "transformer_depth": [0, 2, 2], "transformer_depth_output": [0, 0, 2, 2, 2, 2], "transformer_depth_middle": 2,
+        "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
+    }),
+}
+
+
+@torch.no_grad()
+def fill_seeded(module: torch.nn.Module, seed: int) -> None:
+    """Deterministic, well-scaled random weights (ComfyUI's layers are created uninitialised)."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in sorted(module.named_parameters(), key=lambda item: item[0]):
+        if param.ndim >= 2:
+            fan_in = math.prod(param.shape[1:])
+            values = torch.randn(param.shape, generator=generator) / math.sqrt(fan_in)
+        elif name.endswith("weight"):
+            values = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
+        else:
+            values = 0.1 * torch.randn(param.shape, generator=generator)
+        param.copy_(values.to(param.dtype))
+
+
+def tiny_unet(kind: str = "sd1", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    config_class, model_type, extra = UNET_KINDS[kind]
+    model_config = config_class({**_UNET_BASE, **extra})
+    if model_config.unet_config["num_head_channels"] > 0:
+        model_config.unet_config["num_head_channels"] = HEAD_CHANNELS  # SD2/SDXL's 64 would leave no head here
+    model_config.set_inference_dtype(torch.float32, None)
+    if kind == "sdxl":
+        model = comfy.model_base.SDXL(model_config, model_type=model_type)
+    else:
+        model = comfy.model_base.BaseModel(model_config, model_type=model_type)
+    fill_seeded(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+TINY_CLIP_CONFIG = {"hidden_size": CONTEXT_DIM, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+
+
+def tiny_clip(seed: int = 0) -> comfy.sd.CLIP:
+    """A 2-layer CLIP text model through comfy.sd.CLIP with the stock SD1 tokenizer."""
+    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": TINY_CLIP_CONFIG})
+    fill_seeded(clip.cond_stage_model, seed)
+    return clip
+
+
+def text_cond(kind: str, seed: int, tokens: int = 77) -> list:
+    """A CONDITIONING as CLIPTextEncode builds it, with random embeddings (and SDXL's pooled output)."""
+    generator = torch.Generator().manual_seed(seed)
+    embedding = torch.randn(1, tokens, CONTEXT_DIM, generator=generator)
+    extras = {}
+    if kind == "sdxl":
+        extras["pooled_output"] = torch.randn(1, 1280, generator=generator)
+    return [[embedding, extras]]

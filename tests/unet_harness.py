@@ -1,0 +1,47 @@
+"""Run ComfyUI models the way ComfyUI does: model loading, patches, wrappers and the real samplers."""
+
+import comfy.model_management
+import comfy.patcher_extension
+import comfy.sample
+import comfy.samplers
+import torch
+
+from tiny_models import fill_seeded
+
+
+def load_for_inference(patcher) -> None:
+    """Load the UNet and its additional models (temporal layers), applying object patches, as sampling does."""
+    comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
+
+
+def apply_unet(patcher, x: torch.Tensor, sigma: float, context: torch.Tensor, cond_or_uncond: list[int]) -> torch.Tensor:
+    """One denoised prediction through BaseModel.apply_model with the patcher's transformer options."""
+    load_for_inference(patcher)
+    options = comfy.patcher_extension.copy_nested_dicts(patcher.model_options["transformer_options"])
+    options["cond_or_uncond"] = list(cond_or_uncond)
+    sigmas = torch.full((x.shape[0],), sigma)
+    with torch.inference_mode():
+        return patcher.model.apply_model(x, sigmas, c_crossattn=context, transformer_options=options)
+
+
+def denoise_via_sampler(patcher, latent: torch.Tensor, sigma: float, positive, negative, cfg: float) -> torch.Tensor:
+    """The CFG-combined denoised latent through ComfyUI's real sampling path (one Euler step to sigma 0)."""
+    sampler = comfy.samplers.sampler_object("euler")
+    sigmas = torch.tensor([sigma, 0.0])
+    noise = torch.zeros_like(latent)
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(
+            patcher, noise, cfg, sampler, sigmas, positive, negative, latent, disable_pbar=True, seed=0
+        )
+
+
+def temporal_layers_of(patcher):
+    from comfyui_tune_a_video.comfy_glue.unet_inflation import TEMPORAL_MODELS_KEY
+
+    (temporal_patcher,) = patcher.get_additional_models_with_key(TEMPORAL_MODELS_KEY)
+    return temporal_patcher.model
+
+
+def randomize_temporal(patcher, seed: int) -> None:
+    """Give the temporal layers non-zero weights, as after tuning, so the temporal path is live."""
+    fill_seeded(temporal_layers_of(patcher), seed)

@@ -219,7 +219,8 @@ def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelP
         )
         inflated.set_additional_models(TEMPORAL_MODELS_KEY, [temporal_patcher])
         for site in sites:
-            inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, temporal.layers[site.name]))
+            block_forward = TemporalBlockForward(site.block, temporal.layers[site.name])
+            inflated.add_object_patch(f"{site.path}.forward", block_forward)
 
     if config.groupnorm == GroupNormMode.PER_VIDEO:
         for path, norm in resnet_group_norms(unet):

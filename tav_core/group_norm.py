@@ -5,7 +5,7 @@ channel group are shared by every frame of a video: an implicit cross-frame coup
 brightness and colour steady. A frames-as-batch UNet would normalise each frame alone.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -6,8 +6,8 @@ simply make the window the video.
 """
 
 import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
 import torch
 

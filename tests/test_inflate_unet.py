@@ -1,6 +1,5 @@
 """Inflate UNet on tiny SD1/SD2/SDXL UNets built from ComfyUI's real classes."""
 
-import nodes as comfy_nodes
 import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, resnet_group_norms, supported_unet
@@ -14,6 +13,8 @@ from comfyui_tune_a_video.tav_core.inflation_config import (
 )
 from tiny_models import CONTEXT_DIM, text_cond, tiny_unet
 from unet_harness import apply_unet, denoise_via_sampler, load_for_inference, randomize_temporal
+
+import nodes as comfy_nodes
 
 FRAMES, SIZE, SIGMA = 4, 8, 2.0
 

@@ -83,7 +83,9 @@ def tiny_unet(kind: str = "sd1", seed: int = 0) -> comfy.model_patcher.ModelPatc
     )
 
 
-TINY_CLIP_CONFIG = {"hidden_size": CONTEXT_DIM, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+TINY_CLIP_CONFIG = {
+    "hidden_size": CONTEXT_DIM, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+}
 
 
 def tiny_clip(seed: int = 0) -> comfy.sd.CLIP:

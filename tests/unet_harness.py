@@ -5,7 +5,6 @@ import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import torch
-
 from tiny_models import fill_seeded
 
 
@@ -14,7 +13,9 @@ def load_for_inference(patcher) -> None:
     comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
 
 
-def apply_unet(patcher, x: torch.Tensor, sigma: float, context: torch.Tensor, cond_or_uncond: list[int]) -> torch.Tensor:
+def apply_unet(
+    patcher, x: torch.Tensor, sigma: float, context: torch.Tensor, cond_or_uncond: list[int]
+) -> torch.Tensor:
     """One denoised prediction through BaseModel.apply_model with the patcher's transformer options."""
     load_for_inference(patcher)
     options = comfy.patcher_extension.copy_nested_dicts(patcher.model_options["transformer_options"])

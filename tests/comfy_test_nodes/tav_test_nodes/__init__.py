@@ -1,0 +1,28 @@
+"""Test-only ComfyUI nodes, loaded by the test server through extra_model_paths (never shipped to users).
+
+TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL and a tiny CLIP built
+from ComfyUI's own classes, standing in for a checkpoint that cannot be downloaded here.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tiny_models
+
+from tiny_models import UNET_KINDS, tiny_clip, tiny_unet  # noqa: E402
+
+
+class TinyModelLoader:
+    CATEGORY = "Tune-A-Video/testing"
+    RETURN_TYPES = ("MODEL", "CLIP")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (sorted(UNET_KINDS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def load(self, kind: str, seed: int):
+        return (tiny_unet(kind, seed), tiny_clip(seed))
+
+
+NODE_CLASS_MAPPINGS = {"TAVTest_TinyModelLoader": TinyModelLoader}

@@ -1,0 +1,68 @@
+"""The pack inside a real ComfyUI server on 127.0.0.1: import, /object_info, and a queued graph."""
+
+import pytest
+from comfy_server import ComfyServer
+
+PACK_NODES = ["TAV_InflateUNet"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = ComfyServer(tmp_path_factory.mktemp("comfy")).start()
+    yield server
+    server.stop()
+
+
+def test_pack_imports_without_error(server):
+    timing_lines = [line for line in server.log().splitlines() if line.rstrip().endswith("comfyui-tune-a-video")]
+    assert timing_lines, "ComfyUI did not report loading the pack"
+    assert all("IMPORT FAILED" not in line for line in timing_lines), timing_lines
+
+
+@pytest.mark.parametrize("node_id", PACK_NODES)
+def test_nodes_describe_every_input(server, node_id):
+    info = server.get("/object_info")[node_id]
+    assert info["category"] == "Tune-A-Video"
+    assert len(info["description"]) > 40
+    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    assert inputs
+    for name, spec in inputs.items():
+        options = spec[1] if len(spec) > 1 else {}
+        assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def inflate_and_sample_prompt(kind: str) -> dict:
+    return {
+        "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": kind, "seed": 3}},
+        "2": {"class_type": "TAV_InflateUNet", "inputs": {
+            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
+            "temporal_position_encoding": "none", "groupnorm": "per_video"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle on a white wall"}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": ["2", 0], "seed": 1, "steps": 3, "cfg": 4.0, "sampler_name": "ddim",
+            "scheduler": "ddim_uniform", "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0],
+            "denoise": 1.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"latents/tav_{kind}"}},
+    }
+
+
+def test_inflate_then_ksampler_completes(server):
+    entry = server.run_prompt(inflate_and_sample_prompt("sd1"))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = list((server.output_dir / "latents").glob("tav_sd1_*.latent"))
+    assert len(saved) == 1 and saved[0].stat().st_size > 0
+
+
+def test_inflating_a_non_unet_model_fails_with_a_clear_message(server):
+    prompt = inflate_and_sample_prompt("sd1")
+    prompt["8"] = {"class_type": "TAV_InflateUNet", "inputs": {
+        "model": ["2", 0], "attention": "full", "temporal_layers": False,
+        "temporal_position_encoding": "none", "groupnorm": "per_frame"}}
+    prompt["6"]["inputs"]["model"] = ["8", 0]
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0][1]["node_type"] == "TAV_InflateUNet"
+    assert "Inflate UNet: input 'model': this MODEL is already inflated" in errors[0][1]["exception_message"]

@@ -184,6 +184,21 @@ def build_temporal_layers(
     return TemporalLayers(layers)
 
 
+def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
+    """Give an inflated clone its own temporal layers: an additional model plus the block-forward patches."""
+    patcher = comfy.model_patcher.ModelPatcher(
+        layers, load_device=inflated.load_device, offload_device=inflated.offload_device
+    )
+    inflated.set_additional_models(TEMPORAL_MODELS_KEY, [patcher])
+    for site in transformer_block_sites(supported_unet(inflated)):
+        inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, layers.layers[site.name]))
+
+
+def temporal_layers_of(model) -> TemporalLayers | None:
+    patchers = model.get_additional_models_with_key(TEMPORAL_MODELS_KEY)
+    return patchers[0].model if patchers else None
+
+
 def inflation_of(model) -> InflationConfig | None:
     """The settings a MODEL was inflated with, or None for an image model."""
     return model.get_attachment(INFLATION_ATTACHMENT)
@@ -213,14 +228,7 @@ def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelP
     if config.temporal_layers:
         base = model.model
         dtype = base.manual_cast_dtype or base.get_dtype()
-        temporal = build_temporal_layers(sites, config, dtype, model.offload_device)
-        temporal_patcher = comfy.model_patcher.ModelPatcher(
-            temporal, load_device=model.load_device, offload_device=model.offload_device
-        )
-        inflated.set_additional_models(TEMPORAL_MODELS_KEY, [temporal_patcher])
-        for site in sites:
-            block_forward = TemporalBlockForward(site.block, temporal.layers[site.name])
-            inflated.add_object_patch(f"{site.path}.forward", block_forward)
+        attach_temporal_layers(inflated, build_temporal_layers(sites, config, dtype, model.offload_device))
 
     if config.groupnorm == GroupNormMode.PER_VIDEO:
         for path, norm in resnet_group_norms(unet):

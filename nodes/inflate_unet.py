@@ -4,8 +4,7 @@ from comfy_api.latest import io
 
 from ..comfy_glue.unet_inflation import inflate_model
 from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
-
-CATEGORY = "Tune-A-Video"
+from .common import CATEGORY
 
 
 class InflateUNet(io.ComfyNode):

@@ -70,6 +70,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 rm -f "$req"
+"$PY" "$ROOT/install.py" >/dev/null   # OpenCV, unless some OpenCV wheel is already there
 
 # 5. The pack, linked into the host's custom_nodes/.
 link="$COMFY/custom_nodes/$PACK_LINK_NAME"

@@ -37,6 +37,11 @@ def videos_in_batch(videos: int) -> Iterator[None]:
         _current_videos.reset(token)
 
 
+def peek_videos() -> int | None:
+    """The published video count, or None outside an inflated forward pass."""
+    return _current_videos.get()
+
+
 def current_videos() -> int:
     videos = _current_videos.get()
     if videos is None:

@@ -33,7 +33,10 @@ class ComfyServer:
         for name in ("output", "input", "temp", "user"):
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         extra_paths = self.workdir / "extra_model_paths.yaml"
-        extra_paths.write_text(f"tav_tests:\n  custom_nodes: {TEST_NODES}\n")
+        self.tuned_weights_dir = self.workdir / "tuneavideo"
+        extra_paths.write_text(
+            f"tav_tests:\n  custom_nodes: {TEST_NODES}\n  tuneavideo: {self.tuned_weights_dir}\n  is_default: true\n"
+        )
         command = [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-api-nodes", "--extra-model-paths-config", str(extra_paths),

@@ -3,7 +3,7 @@
 import pytest
 from comfy_server import ComfyServer
 
-PACK_NODES = ["TAV_InflateUNet"]
+PACK_NODES = ["TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights"]
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,26 @@ def test_inflating_a_non_unet_model_fails_with_a_clear_message(server):
     errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert errors and errors[0][1]["node_type"] == "TAV_InflateUNet"
     assert "Inflate UNet: input 'model': this MODEL is already inflated" in errors[0][1]["exception_message"]
+
+
+def test_tune_save_then_load_and_sample(server):
+    prompt = inflate_and_sample_prompt("sd1")
+    prompt["8"] = {"class_type": "TAV_OneShotTune", "inputs": {
+        "model": ["2", 0], "latents": ["5", 0], "conditioning": ["3", 0], "steps": 3, "learning_rate": 1e-4,
+        "seed": 0, "gradient_checkpointing": True, "precision": "auto", "save_name": "server/clip",
+        "caption": "a red circle on a white wall"}}
+    prompt["6"]["inputs"]["model"] = ["8", 0]
+    prompt["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 2]}}
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = server.tuned_weights_dir / "server" / "clip.safetensors"
+    assert saved.is_file()
+    assert entry["outputs"]["9"]["images"], "the loss curve was not shown"
+
+    load = inflate_and_sample_prompt("sd1")
+    load["2"] = {"class_type": "TAV_LoadTunedWeights", "inputs": {
+        "model": ["1", 0], "weights_name": "server/clip.safetensors", "allow_mismatch": False}}
+    load["7"]["inputs"]["filename_prefix"] = "latents/tav_loaded"
+    entry = server.run_prompt(load)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert list((server.output_dir / "latents").glob("tav_loaded_*.latent"))

@@ -5,6 +5,7 @@ import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import torch
+from comfyui_tune_a_video.comfy_glue.unet_inflation import temporal_layers_of
 from tiny_models import fill_seeded
 
 
@@ -34,13 +35,6 @@ def denoise_via_sampler(patcher, latent: torch.Tensor, sigma: float, positive, n
         return comfy.sample.sample_custom(
             patcher, noise, cfg, sampler, sigmas, positive, negative, latent, disable_pbar=True, seed=0
         )
-
-
-def temporal_layers_of(patcher):
-    from comfyui_tune_a_video.comfy_glue.unet_inflation import TEMPORAL_MODELS_KEY
-
-    (temporal_patcher,) = patcher.get_additional_models_with_key(TEMPORAL_MODELS_KEY)
-    return temporal_patcher.model
 
 
 def randomize_temporal(patcher, seed: int) -> None:

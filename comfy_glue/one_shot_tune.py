@@ -1,0 +1,275 @@
+"""One-shot tuning of an inflated ComfyUI model on one video.
+
+The loop runs inside ComfyUI's own sampling machinery (a Sampler driven by a guider, as
+comfy_extras/nodes_train.py does), so conditioning (SDXL's extra conds included), latent scaling
+and model loading are ComfyUI's. Everything trainable lives outside the user's model:
+- to_q deltas, added to the frozen weights through ComfyUI weight wrappers on a private clone;
+- a private fp32 copy of the temporal layers.
+Afterwards the tuned MODEL is a fresh clone of the input with the deltas as weight patches and the
+trained temporal layers attached; the private training clone is simply dropped.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+
+import comfy.model_management
+import comfy.ops
+import comfy.samplers
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+from torch import nn
+
+from ..tav_core.errors import TAVInputError
+from ..tav_core.tuning import (
+    NonFiniteLossError,
+    TuneSettings,
+    resolve_precision,
+    run_tuning,
+    target_mse,
+)
+from ..tav_core.video_batch import peek_videos, videos_in_batch
+from .progress import NodeProgress, check_cancel
+from .tuned_weights import TunedWeights, apply_tuned_weights, tuned_q_keys, unet_fingerprint
+from .unet_inflation import (
+    attach_temporal_layers,
+    build_temporal_layers,
+    inflation_of,
+    supported_unet,
+    temporal_layers_of,
+    transformer_block_sites,
+)
+
+NODE = "One-Shot Tune"
+GPU_REPORT_EVERY = 10  # loss read-backs (host syncs) on a GPU; every step on the CPU
+
+
+@dataclass
+class TuneResult:
+    model: object  # the tuned ModelPatcher
+    weights: TunedWeights
+    losses: list[float]
+
+
+class DeltaWeight(nn.Module):
+    """ComfyUI weight function: frozen base weight + trainable delta, computed in the weight's dtype."""
+
+    def __init__(self, delta: nn.Parameter) -> None:
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.delta.to(weight.dtype)
+
+
+class CheckpointedForward:
+    """Object patch: non-reentrant activation checkpointing around one UNet layer.
+
+    Non-reentrant checkpointing gives every trainable parameter its gradient (the reference's
+    reentrant checkpointing starved the down blocks). Recomputation runs during backward, after the
+    UNet has moved on and rewritten transformer_options["block"], so the layer is recomputed with
+    a snapshot of the options and of the video layout it saw in the forward pass.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.forward = partial(type(module).forward, module)
+
+    def __call__(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return self.forward(*args, **kwargs)
+        videos = peek_videos()
+        frozen_args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
+        frozen_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
+
+        def run(*call_args, **call_kwargs):
+            call_args = tuple(dict(a) if isinstance(a, dict) else a for a in call_args)
+            call_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in call_kwargs.items()}
+            with videos_in_batch(videos) if videos is not None else nullcontext():
+                return self.forward(*call_args, **call_kwargs)
+
+        return torch.utils.checkpoint.checkpoint(run, *frozen_args, use_reentrant=False, **frozen_kwargs)
+
+
+class _TuningSampler(comfy.samplers.Sampler):
+    """Stands where a sampler would, so ComfyUI prepares conds, latents and models; then trains."""
+
+    def __init__(self, train) -> None:
+        self.train = train
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        self.train(model_wrap, extra_args, latent_image)
+        return latent_image
+
+
+class _TuneGuider(comfy.samplers.CFGGuider):
+    """Conditional prediction only (cfg 1), as the training objective needs."""
+
+    def set_conds(self, positive) -> None:
+        self.inner_set_conds({"positive": positive})
+
+
+def validate_inputs(model, latent: dict, settings: TuneSettings) -> torch.Tensor:
+    if inflation_of(model) is None:
+        raise TAVInputError(NODE, "model", "this MODEL is not inflated.", "Connect it through Inflate UNet first.")
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        raise TAVInputError(NODE, "latents", "expected a LATENT of video frames (batch = frames) from VAEEncode.")
+    if samples.shape[0] < 2:
+        raise TAVInputError(
+            NODE, "latents", f"{samples.shape[0]} frame: a video needs at least 2 frames (the batch is the frames)."
+        )
+    channels = model.model.latent_format.latent_channels
+    if samples.shape[1] != channels:
+        raise TAVInputError(
+            NODE, "latents", f"{samples.shape[1]} latent channels, but this model uses {channels}.",
+            "Encode the frames with this checkpoint's VAE.",
+        )
+    if settings.steps < 1:
+        raise TAVInputError(NODE, "steps", f"{settings.steps}: at least 1 step is needed.")
+    if not settings.learning_rate > 0:
+        raise TAVInputError(NODE, "learning_rate", f"{settings.learning_rate}: the learning rate must be above 0.")
+    return samples
+
+
+def use_ordinary_tensors(module: nn.Module) -> None:
+    """Swap inference-mode weights for ordinary tensors with identical values and freeze everything.
+
+    ComfyUI creates weights under torch.inference_mode, and autograd refuses to save those for
+    backward. The values (and so every other clone's output) stay bitwise the same.
+    """
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, param in list(sub._parameters.items()):
+                if param is None:
+                    continue
+                if param.is_inference():
+                    sub._parameters[name] = nn.Parameter(param.clone(), requires_grad=False)
+                else:
+                    param.requires_grad_(False)
+            for name, buffer in list(sub._buffers.items()):
+                if buffer is not None and buffer.is_inference():
+                    sub._buffers[name] = buffer.clone()
+
+
+def checkpoint_sites(model) -> list[tuple[str, nn.Module]]:
+    """ResNet blocks and spatial transformers (with their temporal layers): the checkpointed units."""
+    return [
+        (f"diffusion_model.{name}", module)
+        for name, module in supported_unet(model).named_modules()
+        if isinstance(module, (ResBlock, SpatialTransformer))
+    ]
+
+
+def output_gain(model_sampling, sigma: torch.Tensor) -> float:
+    """d(denoised)/d(model output) at sigma, read from the model's own parameterisation."""
+    ones, zeros = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    return float(model_sampling.calculate_denoised(sigma.reshape(1), ones, zeros))
+
+
+def training_temporal_layers(model):
+    """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype."""
+    current = temporal_layers_of(model)
+    if current is None:
+        return None
+    sites = transformer_block_sites(supported_unet(model))
+    layers = build_temporal_layers(sites, inflation_of(model), torch.float32, model.offload_device)
+    layers.load_state_dict({k: v.detach().clone().float() for k, v in current.state_dict().items()})
+    for module in layers.modules():
+        if hasattr(module, "comfy_cast_weights"):
+            module.comfy_cast_weights = True
+    layers.requires_grad_(True)
+    return layers
+
+
+def tune(model, latent: dict, conditioning: list, settings: TuneSettings, caption: str = "") -> TuneResult:
+    """Run One-Shot Tune; the input model and every other clone stay exactly as they were."""
+    samples = validate_inputs(model, latent, settings)
+    fingerprint = unet_fingerprint(model)
+    device = model.load_device
+    precision = resolve_precision(
+        settings.precision, device, comfy.model_management.should_use_bf16(device, prioritize_performance=False)
+    )
+    progress = NodeProgress(settings.steps)
+
+    with torch.inference_mode(False):
+        trainer = model.clone()
+        trainer.set_model_compute_dtype(precision.compute_dtype)
+        deltas = {
+            key: nn.Parameter(torch.zeros(comfy_weight_shape(model, key), device=device, dtype=torch.float32))
+            for key in tuned_q_keys(model)
+        }
+        for key, delta in deltas.items():
+            trainer.add_weight_wrapper(key, DeltaWeight(delta))
+        temporal = training_temporal_layers(model)
+        if temporal is not None:
+            attach_temporal_layers(trainer, temporal)
+        if settings.gradient_checkpointing:
+            for path, module in checkpoint_sites(model):
+                trainer.add_object_patch(f"{path}.forward", CheckpointedForward(module))
+
+        comfy.model_management.load_models_gpu(
+            [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
+        )
+        use_ordinary_tensors(trainer.model)
+        params = list(deltas.values()) + (list(temporal.parameters()) if temporal is not None else [])
+        losses: list[float] = []
+
+        def train(model_wrap, extra_args, x0: torch.Tensor) -> None:
+            model_sampling = model_wrap.inner_model.model_sampling
+            sigma_table = model_sampling.sigmas.detach().float().cpu()
+            generator = torch.Generator().manual_seed(settings.seed)
+            frames = x0.shape[0]
+
+            def compute_loss(step: int) -> torch.Tensor:
+                # One timestep for the whole video, independent noise per frame (the reference's recipe).
+                t = int(torch.randint(0, len(sigma_table), (1,), generator=generator))
+                sigma = sigma_table[t]
+                noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+                sigmas = sigma.expand(frames).to(x0.device)
+                noisy = model_sampling.noise_scaling(sigmas, noise, x0)
+                denoised = model_wrap(noisy, sigmas, **extra_args)
+                return target_mse(denoised, x0, output_gain(model_sampling, sigma))
+
+            def on_progress(done: int, so_far: list[float]) -> None:
+                progress.update(done, f"step {done}/{settings.steps}  loss {so_far[-1]:.5f}")
+
+            losses.extend(run_tuning(
+                params, compute_loss, settings, precision, device, on_progress, check_cancel,
+                report_every=1 if device.type == "cpu" else GPU_REPORT_EVERY,
+            ))
+
+        guider = _TuneGuider(trainer)
+        guider.set_conds(conditioning)
+        try:
+            guider.sample(
+                torch.zeros_like(samples), samples, _TuningSampler(train),
+                sigmas=torch.ones(1), seed=settings.seed, disable_pbar=True,
+            )
+        except NonFiniteLossError as error:
+            raise TAVInputError(
+                NODE, "learning_rate", f"training diverged: {error}.",
+                "Nothing was kept. Try a lower learning_rate or precision fp32.",
+            ) from error
+
+        weights = TunedWeights(
+            q_deltas={key: delta.detach().cpu() for key, delta in deltas.items()},
+            temporal={k: v.detach().cpu() for k, v in temporal.state_dict().items()} if temporal is not None else {},
+            inflation=inflation_of(model),
+            fingerprint=fingerprint,
+            info={
+                "frames": str(samples.shape[0]),
+                "caption": caption,
+                "steps": str(settings.steps),
+                "learning_rate": repr(settings.learning_rate),
+                "seed": str(settings.seed),
+                "precision": str(precision.compute_dtype).removeprefix("torch."),
+                "final_loss": f"{losses[-1]:.6g}",
+            },
+        )
+    return TuneResult(apply_tuned_weights(model, weights), weights, losses)
+
+
+def comfy_weight_shape(model, key: str) -> torch.Size:
+    return model.get_model_object(key).shape

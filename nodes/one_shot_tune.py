@@ -1,0 +1,93 @@
+"""One-Shot Tune: fine-tune an inflated MODEL on one video (the Tune-A-Video recipe)."""
+
+import torch
+from comfy_api.latest import io
+
+from ..comfy_glue.model_folders import save_tuned_weights
+from ..comfy_glue.one_shot_tune import NODE, tune
+from ..tav_core.errors import TAVInputError
+from ..tav_core.loss_curve import draw_loss_curve
+from ..tav_core.tuning import PrecisionChoice, TuneSettings
+from .common import CATEGORY, TUNED_WEIGHTS
+
+
+class OneShotTune(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_OneShotTune",
+            display_name=NODE,
+            category=CATEGORY,
+            description=(
+                "Fine-tunes an inflated model on one video and its caption (Tune-A-Video's one-shot tuning): "
+                "only the query projections of every attention and the temporal layers learn; everything else "
+                "stays frozen and the input model is never changed. Feed the tuned MODEL to DDIM Invert Video "
+                "and TAV Sample to edit the video."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="An inflated MODEL (from Inflate UNet)."),
+                io.Latent.Input(
+                    "latents",
+                    tooltip="The source video's frames encoded with VAEEncode: the batch is the frames (e.g. 24).",
+                ),
+                io.Conditioning.Input(
+                    "conditioning", tooltip="The source caption from CLIPTextEncode, e.g. 'a man is skiing'."
+                ),
+                io.Int.Input(
+                    "steps", default=500, min=1, max=100000,
+                    tooltip="Optimisation steps. The paper uses 500; 100-300 is often enough for a quick look.",
+                ),
+                io.Float.Input(
+                    "learning_rate", default=3e-5, min=1e-8, max=1e-2, step=1e-6,
+                    tooltip="AdamW learning rate (the paper: 3e-5). Lower it if the loss curve jumps or diverges.",
+                ),
+                io.Int.Input(
+                    "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                    tooltip="Seed for the timesteps and noise drawn at each step; same seed, same result.",
+                ),
+                io.Boolean.Input(
+                    "gradient_checkpointing", default=True,
+                    tooltip="Recompute activations during backward: much less memory, about a third slower.",
+                ),
+                io.Combo.Input(
+                    "precision", options=[p.value for p in PrecisionChoice], default=PrecisionChoice.AUTO.value,
+                    tooltip=(
+                        "auto: bf16 where the GPU supports it, else fp16 with loss scaling; fp32 on the CPU. "
+                        "The tuned parameters are always kept in fp32."
+                    ),
+                ),
+                io.String.Input(
+                    "save_name", default="", optional=True,
+                    tooltip=(
+                        "If set, also save the tuned weights as models/tuneavideo/<save_name>.safetensors "
+                        "(a small file: only what was tuned). Sub-folders with '/' are fine."
+                    ),
+                ),
+                io.String.Input(
+                    "caption", default="", optional=True, multiline=True,
+                    tooltip="The source caption as text, recorded in the weights file for later reference.",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The tuned video model."),
+                TUNED_WEIGHTS.Output(
+                    display_name="tuned_weights", tooltip="The tuned parameters, for TAV Save Tuned Weights."
+                ),
+                io.Image.Output(display_name="loss_curve", tooltip="The training loss per step, as a picture."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
+        gradient_checkpointing: bool, precision: str, save_name: str = "", caption: str = "",
+    ) -> io.NodeOutput:
+        settings = TuneSettings(steps, learning_rate, seed, gradient_checkpointing, PrecisionChoice(precision))
+        result = tune(model, latents, conditioning, settings, caption=caption)
+        if save_name.strip():
+            try:
+                save_tuned_weights(result.weights, save_name, torch.float16)
+            except ValueError as error:
+                raise TAVInputError(NODE, "save_name", str(error)) from error
+        curve = torch.from_numpy(draw_loss_curve(result.losses)).float().div(255).unsqueeze(0)
+        return io.NodeOutput(result.model, result.weights, curve)

@@ -1,0 +1,127 @@
+"""The one-shot tuning loop: optimiser, mixed precision, clipping, loss bookkeeping.
+
+Model-specific work (building the noisy latents, running the UNet, reading its target) comes in
+as a `compute_loss(step)` callable, so this loop is testable without ComfyUI.
+"""
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+ADAMW_BETAS = (0.9, 0.999)
+WEIGHT_DECAY = 1e-2
+MAX_GRAD_NORM = 1.0
+
+
+class PrecisionChoice(str, Enum):
+    AUTO = "auto"  # bf16 where supported, else fp16 with loss scaling; fp32 on the CPU
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class Precision:
+    compute_dtype: torch.dtype
+    autocast: bool
+    loss_scaling: bool
+
+
+def resolve_precision(choice: PrecisionChoice, device: torch.device, bf16_supported: bool) -> Precision:
+    choice = PrecisionChoice(choice)
+    if choice == PrecisionChoice.AUTO:
+        if device.type == "cpu":
+            choice = PrecisionChoice.FP32
+        else:
+            choice = PrecisionChoice.BF16 if bf16_supported else PrecisionChoice.FP16
+    if choice == PrecisionChoice.FP32:
+        return Precision(torch.float32, autocast=False, loss_scaling=False)
+    if choice == PrecisionChoice.BF16:
+        return Precision(torch.bfloat16, autocast=True, loss_scaling=False)
+    return Precision(torch.float16, autocast=True, loss_scaling=True)
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    steps: int = 500
+    learning_rate: float = 3e-5
+    seed: int = 0
+    gradient_checkpointing: bool = True
+    precision: PrecisionChoice = PrecisionChoice.AUTO
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops and nothing is kept."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at step {step}")
+        self.step = step
+
+
+def target_mse(denoised: torch.Tensor, x0: torch.Tensor, output_gain: torch.Tensor | float) -> torch.Tensor:
+    """MSE on the model's own target (epsilon, v, ...), from its denoised prediction.
+
+    For any parameterisation where denoised = a(x, sigma) + output_gain * model_output, the error in
+    the model's output equals (denoised - x0) / output_gain: eps models have gain -sigma, v models
+    -sigma / sqrt(sigma^2 + 1). Reading the gain from the model avoids assuming its target.
+    """
+    return (((denoised.float() - x0.float()) / output_gain) ** 2).mean()
+
+
+def make_optimizer(params: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.AdamW:
+    """The reference's AdamW; fused kernels on CUDA, multi-tensor (foreach) updates elsewhere."""
+    on_cuda = bool(params) and all(p.is_cuda for p in params)
+    kernel = {"fused": True} if on_cuda else {"foreach": True}
+    return torch.optim.AdamW(params, lr=learning_rate, betas=ADAMW_BETAS, weight_decay=WEIGHT_DECAY, **kernel)
+
+
+def run_tuning(
+    params: Iterable[torch.nn.Parameter],
+    compute_loss: Callable[[int], torch.Tensor],
+    settings: TuneSettings,
+    precision: Precision,
+    device: torch.device,
+    on_progress: Callable[[int, list[float]], None],
+    check_cancel: Callable[[], None],
+    report_every: int = 1,
+) -> list[float]:
+    """AdamW on `params` for settings.steps steps; returns the loss of every step.
+
+    Losses stay on the device and are read back every `report_every` steps (and at the end), so
+    a GPU never waits on the host inside the loop; a non-finite loss stops training at that readback.
+    """
+    params = list(params)
+    optimizer = make_optimizer(params, settings.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.loss_scaling)
+    history = torch.zeros(settings.steps, device=device)
+    losses: list[float] = []
+    try:
+        for step in range(settings.steps):
+            check_cancel()
+            with torch.autocast(device.type, dtype=precision.compute_dtype, enabled=precision.autocast):
+                loss = compute_loss(step)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            history[step] = loss.detach()
+            if (step + 1) % report_every == 0 or step + 1 == settings.steps:
+                losses = _read_back(history, len(losses), step + 1, losses)
+                on_progress(step + 1, losses)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer, scaler
+    return losses
+
+
+def _read_back(history: torch.Tensor, start: int, end: int, losses: list[float]) -> list[float]:
+    new = history[start:end].cpu().tolist()
+    for offset, value in enumerate(new):
+        if not math.isfinite(value):
+            raise NonFiniteLossError(start + offset + 1, value)
+    return losses + new

@@ -1,0 +1,214 @@
+"""One-Shot Tune on tiny ComfyUI UNets: learning, gradients, safety of the base, weight files, Cancel."""
+
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import pytest
+import torch
+from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
+from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
+from comfyui_tune_a_video.comfy_glue.unet_inflation import (
+    inflate_model,
+    supported_unet,
+    temporal_layers_of,
+    transformer_block_sites,
+)
+from comfyui_tune_a_video.nodes.one_shot_tune import OneShotTune
+from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTunedWeights
+from comfyui_tune_a_video.tav_core.errors import TAVInputError
+from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, TuneSettings
+from tiny_models import CONTEXT_DIM, text_cond, tiny_unet
+from unet_harness import apply_unet, randomize_temporal
+
+FRAMES, SIZE = 4, 8
+
+
+def moving_square_video(frames: int = FRAMES) -> dict:
+    """A latent 'video': a bright square sliding right over a dark background, one pixel per frame."""
+    samples = torch.full((frames, 4, SIZE, SIZE), -0.5)
+    for f in range(frames):
+        samples[f, :, 2:5, 1 + f : 4 + f] = 1.0
+    return {"samples": samples}
+
+
+def context(batch: int) -> torch.Tensor:
+    return torch.randn(1, 77, CONTEXT_DIM, generator=torch.Generator().manual_seed(0)).expand(batch, -1, -1)
+
+
+@pytest.fixture
+def weights_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "tuneavideo"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, TUNED_WEIGHTS_FOLDER, ([str(folder)], {".safetensors"}))
+    return folder
+
+
+def video_model(kind: str = "sd1", seed: int = 0, live_temporal: bool = False):
+    model = inflate_model(tiny_unet(kind, seed), InflationConfig())
+    if live_temporal:
+        randomize_temporal(model, seed=21)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sd2"])  # epsilon and v-prediction
+def test_loss_falls_clearly(kind):
+    model = video_model(kind)
+    result = tune(model, moving_square_video(), text_cond(kind, 1), TuneSettings(steps=60, learning_rate=1e-2))
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert len(result.losses) == 60
+    # A random tiny UNet can only memorise so much through its to_q and temporal layers: a 25 % drop is clear.
+    assert last < 0.75 * first, (first, last)
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_one_step_trains_every_parameter_and_nothing_else(checkpointing):
+    model = video_model(live_temporal=True)  # non-zero temporal output projections, so q/k/v get gradient too
+    base_weights = {k: v.clone() for k, v in model.model.state_dict().items()}
+    temporal_before = {k: v.clone() for k, v in temporal_layers_of(model).state_dict().items()}
+    x = moving_square_video()["samples"]
+    output_before = apply_unet(model, x, 2.0, context(FRAMES), [0])
+    lr = 1e-3
+    settings = TuneSettings(steps=1, learning_rate=lr, gradient_checkpointing=checkpointing)
+    result = tune(model, moving_square_video(), text_cond("sd1", 1), settings)
+
+    deltas = result.weights.q_deltas
+    blocks = {key.split(".")[1] for key in deltas}
+    assert blocks == {"input_blocks", "middle_block", "output_blocks"}
+    # AdamW's first step moves an element by lr * g / (|g| + 1e-8): zero exactly when its gradient is zero.
+    for key, delta in deltas.items():
+        assert delta.abs().max() > 0, f"{key} got no gradient"  # deltas start at 0, so decay cannot move them
+    for key, after in result.weights.temporal.items():
+        decayed = temporal_before[key] * (1 - lr * WEIGHT_DECAY)  # what weight decay alone would leave
+        assert (after - decayed).abs().max() > 1e-7, f"temporal {key} got no gradient"
+
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, base_weights[key]), key
+    for key, value in temporal_layers_of(model).state_dict().items():
+        assert torch.equal(value, temporal_before[key]), key
+    assert torch.equal(apply_unet(model, x, 2.0, context(FRAMES), [0]), output_before)
+    assert ADAMW_BETAS == (0.9, 0.999) and WEIGHT_DECAY == 1e-2
+
+
+class BlockScaledCrossAttention:
+    """A block-keyed attn2 replacement, like IP-Adapter's: each block scales its output differently."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def __call__(self, q, k, v, extra_options):
+        return comfy_attention.attention_basic(q, k, v, extra_options["n_heads"]) * self.scale
+
+
+def test_checkpointing_does_not_change_the_losses():
+    """Also with block-keyed patches, which see a stale block key if recomputation is done naively."""
+    losses = {}
+    for checkpointing in (True, False):
+        model = video_model(live_temporal=True)
+        for number, site in enumerate(transformer_block_sites(supported_unet(model))):
+            model.set_model_attn2_replace(BlockScaledCrossAttention(0.5 + 0.25 * number), *site.key)
+        settings = TuneSettings(steps=8, learning_rate=1e-3, seed=5, gradient_checkpointing=checkpointing)
+        losses[checkpointing] = tune(model, moving_square_video(), text_cond("sd1", 1), settings).losses
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), atol=1e-5, rtol=1e-5)
+
+
+def test_tuned_model_predicts_differently_and_base_stays_bitwise(weights_folder):
+    model = video_model()
+    x = moving_square_video()["samples"]
+    before = apply_unet(model, x, 2.0, context(FRAMES), [0])
+    tuned, weights, curve = OneShotTune.execute(
+        model, moving_square_video(), text_cond("sd1", 1), 5, 1e-3, 0, True, "auto", save_name="", caption="a square"
+    ).result
+    assert curve.shape[0] == 1 and curve.shape[-1] == 3 and 0 <= float(curve.min()) and float(curve.max()) <= 1
+    assert not torch.allclose(apply_unet(tuned, x, 2.0, context(FRAMES), [0]), before, atol=1e-4)
+    assert torch.equal(apply_unet(model, x, 2.0, context(FRAMES), [0]), before)
+    assert weights.info["caption"] == "a square" and weights.info["frames"] == str(FRAMES)
+    assert not list(weights_folder.iterdir())
+
+
+def test_save_load_round_trip_and_base_checks(weights_folder):
+    model = video_model(seed=0)
+    tuned, weights, _ = OneShotTune.execute(
+        model, moving_square_video(), text_cond("sd1", 1), 4, 1e-3, 0, True, "auto", save_name="clips/square"
+    ).result
+    saved = weights_folder / "clips" / "square.safetensors"
+    assert saved.is_file()
+    assert not [p for p in weights_folder.rglob("*") if p.name.endswith(".partial")]
+
+    fresh_base = tiny_unet("sd1", seed=0)  # the same checkpoint, loaded again
+    loaded, _ = LoadTunedWeights.execute(fresh_base, "clips/square.safetensors", False).result
+    x = moving_square_video()["samples"]
+    expected = apply_unet(tuned, x, 2.0, context(FRAMES), [0])
+    got = apply_unet(loaded, x, 2.0, context(FRAMES), [0])
+    torch.testing.assert_close(got, expected, atol=2e-3 * float(expected.abs().max()), rtol=2e-3)
+
+    other_base = tiny_unet("sd1", seed=1)
+    with pytest.raises(TAVInputError, match="TAV Load Tuned Weights: input 'model': the weights were tuned on a diff"):
+        LoadTunedWeights.execute(other_base, "clips/square.safetensors", False)
+    allowed, _ = LoadTunedWeights.execute(other_base, "clips/square.safetensors", True).result
+    assert allowed is not None
+    with pytest.raises(TAVInputError, match="architecture"):
+        LoadTunedWeights.execute(tiny_unet("sd2", seed=0), "clips/square.safetensors", True)
+
+    SaveTunedWeights.execute(weights, "square32", "fp32")
+    assert (weights_folder / "square32.safetensors").stat().st_size > saved.stat().st_size
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "a/../../b", ".hidden", "x\\..\\..\\y"])
+def test_names_never_escape_the_folder(weights_folder, name):
+    model = video_model()
+    _, weights, _ = OneShotTune.execute(
+        model, moving_square_video(), text_cond("sd1", 1), 1, 1e-3, 0, False, "auto"
+    ).result
+    with pytest.raises(TAVInputError, match="TAV Save Tuned Weights: input 'save_name'"):
+        SaveTunedWeights.execute(weights, name, "fp16")
+    with pytest.raises(TAVInputError, match="TAV Load Tuned Weights: input 'weights_name'"):
+        LoadTunedWeights.execute(model, name, False)
+    assert not list(weights_folder.parent.rglob("x*")) and not list(weights_folder.rglob("*"))
+
+
+def test_cancel_stops_leaves_no_file_and_an_intact_base(weights_folder):
+    model = video_model()
+    weights_before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append(value)
+        if value == 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            OneShotTune.execute(
+                model, moving_square_video(), text_cond("sd1", 1), 50, 1e-3, 0, True, "auto", save_name="cancelled"
+            )
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    assert seen == [1, 2]  # stopped within one step of the Cancel
+    assert not list(weights_folder.rglob("*"))
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, weights_before[key]), key
+
+
+@pytest.mark.parametrize(
+    ("latent", "steps", "lr", "input_name", "message"),
+    [
+        ({"samples": torch.zeros(1, 4, SIZE, SIZE)}, 5, 1e-4, "latents", "at least 2 frames"),
+        ({"samples": torch.zeros(4, 16, SIZE, SIZE)}, 5, 1e-4, "latents", "16 latent channels"),
+        (moving_square_video(), 0, 1e-4, "steps", "at least 1 step"),
+        (moving_square_video(), 5, 0.0, "learning_rate", "above 0"),
+        (moving_square_video(), 5, 1e30, "learning_rate", "diverged"),
+    ],
+)
+def test_bad_inputs_name_the_node_and_input(latent, steps, lr, input_name, message):
+    model = video_model()
+    with pytest.raises(TAVInputError, match=rf"One-Shot Tune: input '{input_name}': .*{message}"):
+        tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=steps, learning_rate=lr))
+
+
+def test_image_model_is_refused():
+    with pytest.raises(TAVInputError, match="One-Shot Tune: input 'model': this MODEL is not inflated"):
+        tune(tiny_unet("sd1"), moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=1))

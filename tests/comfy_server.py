@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import COMFYUI
+from comfy_host import COMFYUI
 
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 

@@ -50,6 +50,23 @@ UNET_KINDS = {
 }
 
 
+# The real SD1.5 and SDXL UNet architectures (seeded random weights: speed and memory do not depend on values).
+FULL_UNET_KINDS = {
+    "sd15": (comfy.supported_models.SD15, comfy.model_base.ModelType.EPS, {
+        "model_channels": 320, "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_linear_in_transformer": False, "context_dim": 768,
+    }),
+    "sdxl": (comfy.supported_models.SDXL, comfy.model_base.ModelType.EPS, {
+        "model_channels": 320, "adm_in_channels": 2816, "num_classes": "sequential", "num_res_blocks": [2, 2, 2],
+        "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
+        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_linear_in_transformer": True,
+        "context_dim": 2048,
+    }),
+}
+
+
 @torch.no_grad()
 def fill_seeded(module: torch.nn.Module, seed: int) -> None:
     """Deterministic, well-scaled random weights (ComfyUI's layers are created uninitialised)."""
@@ -70,8 +87,18 @@ def tiny_unet(kind: str = "sd1", seed: int = 0) -> comfy.model_patcher.ModelPatc
     model_config = config_class({**_UNET_BASE, **extra})
     if model_config.unet_config["num_head_channels"] > 0:
         model_config.unet_config["num_head_channels"] = HEAD_CHANNELS  # SD2/SDXL's 64 would leave no head here
-    model_config.set_inference_dtype(torch.float32, None)
-    if kind == "sdxl":
+    return _build(model_config, model_type, seed, torch.float32)
+
+
+def full_unet(kind: str, seed: int = 0, dtype: torch.dtype = torch.float16) -> comfy.model_patcher.ModelPatcher:
+    """The real SD1.5 / SDXL UNet architecture with seeded random weights (for benchmarks)."""
+    config_class, model_type, extra = FULL_UNET_KINDS[kind]
+    return _build(config_class({**_UNET_BASE, **extra}), model_type, seed, dtype)
+
+
+def _build(model_config, model_type, seed: int, dtype: torch.dtype) -> comfy.model_patcher.ModelPatcher:
+    model_config.set_inference_dtype(dtype, None)
+    if isinstance(model_config, comfy.supported_models.SDXL):
         model = comfy.model_base.SDXL(model_config, model_type=model_type)
     else:
         model = comfy.model_base.BaseModel(model_config, model_type=model_type)

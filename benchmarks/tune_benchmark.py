@@ -1,0 +1,124 @@
+"""One-Shot Tune speed and memory, as a table (median of several steps; never a timed test).
+
+    .venv/bin/python benchmarks/tune_benchmark.py                       # CPU smoke run, tiny UNet
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 --gpu
+
+Each configuration runs in its own process so peak memory (RSS on the CPU, max_memory_allocated on
+a GPU) belongs to that configuration alone. Step times come from the progress hook, which fires
+after the loss read-back (a device sync), so they are wall-clock times of whole optimiser steps.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def worker(args: argparse.Namespace) -> dict:
+    from comfy_host import setup_host
+
+    setup_host(cpu=not args.gpu)
+    import comfy.model_management
+    import comfy.utils
+    import torch
+    from comfyui_tune_a_video.comfy_glue.one_shot_tune import GPU_REPORT_EVERY, tune
+    from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
+    from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+    from comfyui_tune_a_video.tav_core.tuning import PrecisionChoice, TuneSettings
+    from tiny_models import CONTEXT_DIM, full_unet, tiny_unet
+
+    started = time.perf_counter()
+    if args.unet == "tiny":
+        base = tiny_unet("sd1", seed=0)
+    else:
+        base = full_unet(args.unet, seed=0, dtype=torch.float16 if args.gpu else torch.float32)
+    context_dim = {"tiny": CONTEXT_DIM, "sd15": 768, "sdxl": 2048}[args.unet]
+    model = inflate_model(base, InflationConfig())
+    build_s = time.perf_counter() - started
+
+    generator = torch.Generator().manual_seed(0)
+    latent = {"samples": torch.randn(args.frames, 4, args.size // 8, args.size // 8, generator=generator)}
+    extras = {"pooled_output": torch.randn(1, 1280, generator=generator)} if args.unet == "sdxl" else {}
+    conditioning = [[torch.randn(1, 77, context_dim, generator=generator), extras]]
+
+    stamps: list[float] = []
+    comfy.utils.set_progress_bar_global_hook(lambda *args, **kwargs: stamps.append(time.perf_counter()))
+    device = comfy.model_management.get_torch_device()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    settings = TuneSettings(
+        steps=args.steps, learning_rate=3e-5, seed=0, gradient_checkpointing=args.checkpointing,
+        precision=PrecisionChoice(args.precision),
+    )
+    tune_started = time.perf_counter()
+    tune(model, latent, conditioning, settings)
+    per_report = 1 if device.type == "cpu" else GPU_REPORT_EVERY
+    step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # skip the warm-up interval
+    first_report_s = stamps[0] - tune_started
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "build_s": build_s,
+        "load_and_first_steps_s": first_report_s,
+        "median_step_s": statistics.median(step_times) if step_times else float("nan"),
+        "peak_mb": peak_mb,
+        "device": str(device),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", choices=["tiny", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--frames", type=int, nargs="+", default=[8])
+    parser.add_argument("--size", type=int, nargs="+", default=[64], help="pixel resolution (latent = size / 8)")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", type=lambda v: v == "on", default=True, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.frames, args.size = args.frames[0], args.size[0]
+        print(json.dumps(worker(args)))
+        return
+
+    rows = []
+    for frames in args.frames:
+        for size in args.size:
+            results = {}
+            for checkpointing in ("off", "on"):
+                command = [
+                    sys.executable, __file__, "--worker", "--unet", args.unet, "--frames", str(frames),
+                    "--size", str(size), "--steps", str(args.steps), "--precision", args.precision,
+                    "--checkpointing", checkpointing, *(["--gpu"] if args.gpu else []),
+                ]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                results[checkpointing] = json.loads(output.strip().splitlines()[-1])
+            for checkpointing, result in results.items():
+                rows.append((frames, size, checkpointing, result, results["off"]))
+
+    device = rows[0][3]["device"] if rows else "?"
+    print(f"One-Shot Tune benchmark: UNet {args.unet}, {args.steps} steps per run, device {device}, "
+          f"precision {args.precision}")
+    header = ("frames", "size", "ckpt", "median step s", "frames/s", "peak MB", "step x vs off", "mem x vs off",
+              "load+warmup s")
+    print(" | ".join(f"{h:>13}" for h in header))
+    for frames, size, checkpointing, result, off in rows:
+        cells = (
+            frames, size, checkpointing, f"{result['median_step_s']:.4f}", f"{frames / result['median_step_s']:.1f}",
+            f"{result['peak_mb']:.0f}", f"{result['median_step_s'] / off['median_step_s']:.2f}",
+            f"{result['peak_mb'] / off['peak_mb']:.2f}", f"{result['load_and_first_steps_s']:.2f}",
+        )
+        print(" | ".join(f"{c:>13}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

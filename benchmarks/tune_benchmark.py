@@ -59,7 +59,8 @@ def worker(args: argparse.Namespace) -> dict:
     tune_started = time.perf_counter()
     tune(model, latent, conditioning, settings)
     per_report = 1 if device.type == "cpu" else GPU_REPORT_EVERY
-    step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # skip the warm-up interval
+    # The first interval includes model loading and warm-up: skip it.
+    step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
     first_report_s = stamps[0] - tune_started
     peak_mb = (
         torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"

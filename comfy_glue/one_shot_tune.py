@@ -30,6 +30,7 @@ from ..tav_core.tuning import (
     target_mse,
 )
 from ..tav_core.video_batch import peek_videos, videos_in_batch
+from .input_checks import require_inflated, require_video_latent
 from .progress import NodeProgress, check_cancel
 from .tuned_weights import TunedWeights, apply_tuned_weights, tuned_q_keys, unet_fingerprint
 from .unet_inflation import (
@@ -111,21 +112,8 @@ class _TuneGuider(comfy.samplers.CFGGuider):
 
 
 def validate_inputs(model, latent: dict, settings: TuneSettings) -> torch.Tensor:
-    if inflation_of(model) is None:
-        raise TAVInputError(NODE, "model", "this MODEL is not inflated.", "Connect it through Inflate UNet first.")
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        raise TAVInputError(NODE, "latents", "expected a LATENT of video frames (batch = frames) from VAEEncode.")
-    if samples.shape[0] < 2:
-        raise TAVInputError(
-            NODE, "latents", f"{samples.shape[0]} frame: a video needs at least 2 frames (the batch is the frames)."
-        )
-    channels = model.model.latent_format.latent_channels
-    if samples.shape[1] != channels:
-        raise TAVInputError(
-            NODE, "latents", f"{samples.shape[1]} latent channels, but this model uses {channels}.",
-            "Encode the frames with this checkpoint's VAE.",
-        )
+    require_inflated(model, NODE)
+    samples = require_video_latent(model, latent, NODE, "latents")
     if settings.steps < 1:
         raise TAVInputError(NODE, "steps", f"{settings.steps}: at least 1 step is needed.")
     if not settings.learning_rate > 0:

@@ -31,10 +31,12 @@ from ..tav_core.group_norm import group_norm_per_video
 from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig
 from ..tav_core.temporal_attention import TemporalAttention
 from ..tav_core.video_batch import current_videos, frames_per_video, videos_in_batch
+from .inversion_record import inversion_guard
 
 INFLATION_ATTACHMENT = "tav_inflation"
 TEMPORAL_MODELS_KEY = "tav_temporal"
 VIDEO_BATCH_WRAPPER_KEY = "tav_video_batch"
+INVERSION_GUARD_KEY = "tav_inversion_guard"
 TEMPORAL_INIT_SEED = 0
 NODE = "Inflate UNet"
 
@@ -238,5 +240,9 @@ def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelP
             video_batch_wrapper, inflated.model_options, is_model_options=True,
         )
 
+    comfy.patcher_extension.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, INVERSION_GUARD_KEY,
+        inversion_guard, inflated.model_options, is_model_options=True,
+    )
     inflated.set_attachments(INFLATION_ATTACHMENT, config)
     return inflated

@@ -1,7 +1,12 @@
 """The pack's ComfyUI nodes (V3 schema); each module holds one job and stays thin."""
 
+from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
+from .inversion_sampler import DDIMInversionSampler
 from .one_shot_tune import OneShotTune
+from .tav_sample import TAVSample
 from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
-NODE_CLASSES = [InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights]
+NODE_CLASSES = [
+    InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
+]

@@ -3,7 +3,10 @@
 import pytest
 from comfy_server import ComfyServer
 
-PACK_NODES = ["TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights"]
+PACK_NODES = [
+    "TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights", "TAV_DDIMInvertVideo",
+    "TAV_Sample",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,11 @@ def test_nodes_describe_every_input(server, node_id):
     for name, spec in inputs.items():
         options = spec[1] if len(spec) > 1 else {}
         assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_inversion_sampler_is_listed(server):
+    info = server.get("/object_info")["TAV_InversionSampler"]
+    assert info["output"] == ["SAMPLER"] and len(info["description"]) > 40
 
 
 def inflate_and_sample_prompt(kind: str) -> dict:
@@ -89,3 +97,31 @@ def test_tune_save_then_load_and_sample(server):
     entry = server.run_prompt(load)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert list((server.output_dir / "latents").glob("tav_loaded_*.latent"))
+
+
+def test_whole_edit_chain_runs_as_one_prompt(server):
+    frames = 4
+    prompt = {
+        "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": frames, "color": 3381759}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "TAV_InflateUNet", "inputs": {
+            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
+            "temporal_position_encoding": "none", "groupnorm": "per_video"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+        "8": {"class_type": "TAV_OneShotTune", "inputs": {
+            "model": ["4", 0], "latents": ["3", 0], "conditioning": ["5", 0], "steps": 2, "learning_rate": 1e-4,
+            "seed": 0, "gradient_checkpointing": True, "precision": "auto"}},
+        "9": {"class_type": "TAV_DDIMInvertVideo", "inputs": {
+            "model": ["8", 0], "latents": ["3", 0], "conditioning": ["6", 0], "steps": 4, "inversion_strength": 1.0}},
+        "10": {"class_type": "TAV_Sample", "inputs": {
+            "model": ["8", 0], "positive": ["7", 0], "negative": ["6", 0], "latent": ["9", 0], "steps": 4,
+            "cfg": 7.5, "eta": 0.0, "seed": 0}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+    }
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(entry["outputs"]["12"]["images"]) == frames

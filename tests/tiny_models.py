@@ -131,3 +131,19 @@ def text_cond(kind: str, seed: int, tokens: int = 77) -> list:
     if kind == "sdxl":
         extras["pooled_output"] = torch.randn(1, 1280, generator=generator)
     return [[embedding, extras]]
+
+
+TINY_VAE_CONFIG = {
+    "embed_dim": 4,
+    "ddconfig": {
+        "double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+        "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+    },
+}
+
+
+def tiny_vae(seed: int = 0) -> comfy.sd.VAE:
+    """An SD-style KL autoencoder (8x down, 4 latent channels) through comfy.sd.VAE, seeded random weights."""
+    vae = comfy.sd.VAE(sd={}, config={"params": TINY_VAE_CONFIG})
+    fill_seeded(vae.first_stage_model, seed)
+    return vae

@@ -1,6 +1,7 @@
 """Run ComfyUI models the way ComfyUI does: model loading, patches, wrappers and the real samplers."""
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
@@ -40,3 +41,34 @@ def denoise_via_sampler(patcher, latent: torch.Tensor, sigma: float, positive, n
 def randomize_temporal(patcher, seed: int) -> None:
     """Give the temporal layers non-zero weights, as after tuning, so the temporal path is live."""
     fill_seeded(temporal_layers_of(patcher), seed)
+
+
+def blend_with_gaussian_denoiser(patcher, latent: torch.Tensor, spread: float, unet_share: float) -> None:
+    """Make a random-weight UNet behave like a trained one for DDIM round trips.
+
+    DDIM inversion is only well-posed through a model that denoises; a random UNet does not. This
+    DIFFUSION_MODEL wrapper (ComfyUI's own hook) returns the exact prediction for data distributed as
+    N(latent, spread^2) - the posterior mean, converted to the model's epsilon or v target - plus
+    `unet_share` of the real (inflated) UNet's output, so the UNet and all patches still run.
+    """
+    base = patcher.model
+    model_sampling = base.model_sampling
+    mean = base.process_latent_in(latent)
+    v_prediction = isinstance(model_sampling, comfy.model_sampling.V_PREDICTION)
+
+    def wrapper(executor, x, timesteps, *args, **kwargs):
+        out = executor(x, timesteps, *args, **kwargs)
+        sigma = model_sampling.sigma(timesteps).view(-1, 1, 1, 1)
+        unscaled = x * torch.sqrt(1 + sigma**2)
+        target = mean.to(x).repeat(x.shape[0] // mean.shape[0], 1, 1, 1)
+        denoised = target + spread**2 / (spread**2 + sigma**2) * (unscaled - target)
+        if v_prediction:
+            ideal = (unscaled / (sigma**2 + 1) - denoised) * torch.sqrt(sigma**2 + 1) / sigma
+        else:
+            ideal = (unscaled - denoised) / sigma
+        return ideal + unet_share * out
+
+    comfy.patcher_extension.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_gaussian_denoiser", wrapper,
+        patcher.model_options, is_model_options=True,
+    )

@@ -1,6 +1,6 @@
 """Test-only ComfyUI nodes, loaded by the test server through extra_model_paths (never shipped to users).
 
-TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL and a tiny CLIP built
+TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL, a tiny CLIP and VAE built
 from ComfyUI's own classes, standing in for a checkpoint that cannot be downloaded here.
 """
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tiny_models
 
-from tiny_models import UNET_KINDS, tiny_clip, tiny_unet  # noqa: E402
+from tiny_models import UNET_KINDS, tiny_clip, tiny_unet, tiny_vae  # noqa: E402
 
 
 class TinyModelLoader:
     CATEGORY = "Tune-A-Video/testing"
-    RETURN_TYPES = ("MODEL", "CLIP")
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
 
     @classmethod
@@ -22,7 +22,7 @@ class TinyModelLoader:
         return {"required": {"kind": (sorted(UNET_KINDS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
 
     def load(self, kind: str, seed: int):
-        return (tiny_unet(kind, seed), tiny_clip(seed))
+        return (tiny_unet(kind, seed), tiny_clip(seed), tiny_vae(seed))
 
 
 NODE_CLASS_MAPPINGS = {"TAVTest_TinyModelLoader": TinyModelLoader}

@@ -1,0 +1,29 @@
+"""Checks shared by the nodes that take an inflated MODEL and a video LATENT; errors name node and input."""
+
+import torch
+
+from ..tav_core.errors import TAVInputError
+from .unet_inflation import inflation_of
+
+
+def require_inflated(model, node: str) -> None:
+    if inflation_of(model) is None:
+        raise TAVInputError(
+            node, "model", "this MODEL is not inflated (it is an image model).",
+            "Connect it through Inflate UNet (and One-Shot Tune) first.",
+        )
+
+
+def require_video_latent(model, latent: dict, node: str, input_name: str) -> torch.Tensor:
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        raise TAVInputError(node, input_name, "expected a LATENT of video frames (batch = frames).")
+    channels = model.model.latent_format.latent_channels
+    if samples.shape[1] != channels:
+        raise TAVInputError(
+            node, input_name, f"{samples.shape[1]} latent channels, but this model uses {channels}.",
+            "Encode the frames with this checkpoint's VAE.",
+        )
+    if samples.shape[0] < 2:
+        raise TAVInputError(node, input_name, f"{samples.shape[0]} frame: a video needs at least 2 frames.")
+    return samples

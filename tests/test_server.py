@@ -103,7 +103,8 @@ def test_whole_edit_chain_runs_as_one_prompt(server):
     frames = 4
     prompt = {
         "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": frames, "color": 3381759}},
+        "2": {"class_type": "EmptyImage", "inputs": {
+            "width": 64, "height": 64, "batch_size": frames, "color": 0x3399FF}},
         "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
         "4": {"class_type": "TAV_InflateUNet", "inputs": {
             "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,

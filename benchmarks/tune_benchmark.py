@@ -1,7 +1,8 @@
-"""One-Shot Tune speed and memory, as a table (median of several steps; never a timed test).
+"""One-Shot Tune, DDIM inversion and TAV Sample speed and memory, as tables (medians; never a timed test).
 
     .venv/bin/python benchmarks/tune_benchmark.py                       # CPU smoke run, tiny UNet
-    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 --gpu
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 \
+        --edit-steps 50 --gpu
 
 Each configuration runs in its own process so peak memory (RSS on the CPU, max_memory_allocated on
 a GPU) belongs to that configuration alone. Step times come from the progress hook, which fires
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -66,13 +68,38 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
+    edit = time_edit(model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
     return {
+        **edit,
         "build_s": build_s,
         "load_and_first_steps_s": first_report_s,
         "median_step_s": statistics.median(step_times) if step_times else float("nan"),
         "peak_mb": peak_mb,
         "device": str(device),
     }
+
+
+def time_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
+    """Median wall time of DDIM Invert Video and TAV Sample (cfg on), each `steps` steps."""
+    import comfy.model_management
+    from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
+
+    def timed(fn):
+        comfy.model_management.soft_empty_cache()
+        started = time.perf_counter()
+        result = fn()
+        float(result["samples"].float().sum())  # wait for the device
+        return time.perf_counter() - started, result
+
+    invert_s, sample_s = [], []
+    for _ in range(repeats + 1):  # the first round warms up
+        seconds, inverted = timed(lambda: invert_video(model, latent, conditioning, steps, 1.0, "benchmark"))
+        invert_s.append(seconds)
+        seconds, _ = timed(
+            partial(sample_video, model, conditioning, conditioning, inverted, steps, 7.5, 0.0, 0, "benchmark")
+        )
+        sample_s.append(seconds)
+    return {"invert_s": statistics.median(invert_s[1:]), "sample_s": statistics.median(sample_s[1:])}
 
 
 def main() -> None:
@@ -82,6 +109,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="pixel resolution (latent = size / 8)")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--edit-steps", type=int, default=10, help="DDIM steps for inversion and sampling (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of inversion + sampling")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", type=lambda v: v == "on", default=True, help=argparse.SUPPRESS)
@@ -99,7 +128,9 @@ def main() -> None:
                 command = [
                     sys.executable, __file__, "--worker", "--unet", args.unet, "--frames", str(frames),
                     "--size", str(size), "--steps", str(args.steps), "--precision", args.precision,
-                    "--checkpointing", checkpointing, *(["--gpu"] if args.gpu else []),
+                    "--checkpointing", checkpointing, "--repeats", str(args.repeats),
+                    "--edit-steps", str(args.edit_steps if checkpointing == "off" else 0),
+                    *(["--gpu"] if args.gpu else []),
                 ]
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 results[checkpointing] = json.loads(output.strip().splitlines()[-1])
@@ -119,6 +150,19 @@ def main() -> None:
             f"{result['peak_mb'] / off['peak_mb']:.2f}", f"{result['load_and_first_steps_s']:.2f}",
         )
         print(" | ".join(f"{c:>13}" for c in cells))
+
+    if args.edit_steps:
+        print(f"\nDDIM Invert Video + TAV Sample (cfg 7.5), {args.edit_steps} steps each, median of {args.repeats}")
+        header = ("frames", "size", "invert s", "sample s", "total s", "ms/frame/step")
+        print(" | ".join(f"{h:>13}" for h in header))
+        for frames, size, checkpointing, result, _ in rows:
+            if checkpointing != "off":
+                continue
+            total = result["invert_s"] + result["sample_s"]
+            per_frame_step = 1000 * total / (2 * args.edit_steps * frames)
+            cells = (frames, size, f"{result['invert_s']:.3f}", f"{result['sample_s']:.3f}", f"{total:.3f}",
+                     f"{per_frame_step:.2f}")
+            print(" | ".join(f"{c:>13}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import math
 
+import comfy.model_management
+import comfy.utils
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import pytest
 import torch
@@ -181,3 +183,28 @@ def test_bad_inputs_are_refused_with_node_and_input():
     cropped = {**inverted, "samples": inverted["samples"][:, :, :4, :4]}
     with pytest.raises(TAVInputError, match=r"TAV Sample: input 'latent': shape \(4, 4, 4, 4\), but the inversion"):
         sample(model, cond, cond, cropped, 5, 3.0)
+
+
+@pytest.mark.parametrize("node", ["invert", "sample"])
+def test_cancel_stops_inversion_and_sampling(node):
+    model, cond, steps = video_model("sd1"), text_cond("sd1", 1), 10
+    inverted = invert(model, source_video(), cond, steps)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):  # as ComfyUI's server hook: Cancel raises at the next update
+        seen.append(value)
+        if value == 3:
+            comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            if node == "invert":
+                invert(model, source_video(), cond, steps)
+            else:
+                sample(model, cond, cond, inverted, steps, 5.0)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    assert seen == [1, 2, 3]

@@ -1,5 +1,7 @@
 """One-Shot Tune on tiny ComfyUI UNets: learning, gradients, safety of the base, weight files, Cancel."""
 
+import math
+
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.utils
@@ -207,6 +209,23 @@ def test_bad_inputs_name_the_node_and_input(latent, steps, lr, input_name, messa
     model = video_model()
     with pytest.raises(TAVInputError, match=rf"One-Shot Tune: input '{input_name}': .*{message}"):
         tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=steps, learning_rate=lr))
+
+
+def test_sdxl_tunes_with_its_extra_conds():
+    """SDXL's pooled text and size conditioning reach the UNet (its ADM input) through ComfyUI's conds."""
+    model = video_model("sdxl")
+    result = tune(model, moving_square_video(), text_cond("sdxl", 1), TuneSettings(steps=3, learning_rate=1e-3))
+    assert len(result.losses) == 3 and all(math.isfinite(loss) for loss in result.losses)
+    assert any(delta.abs().max() > 0 for delta in result.weights.q_deltas.values())
+
+
+def test_divergence_keeps_the_base_intact():
+    model = video_model()
+    weights_before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    with pytest.raises(TAVInputError, match=r"diverged: loss became (nan|inf) at step \d+"):
+        tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=20, learning_rate=1e30))
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, weights_before[key]), key
 
 
 def test_image_model_is_refused():

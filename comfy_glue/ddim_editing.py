@@ -20,6 +20,7 @@ from ..tav_core.errors import TAVInputError
 from .input_checks import require_inflated, require_video_latent
 from .inversion_record import INVERSION_KEY, SCHEDULER, InversionRecord, remember_inversion
 from .progress import check_cancel
+from .video_control import check_hint_counts
 
 
 def ddim_sigmas(model, steps: int) -> torch.Tensor:
@@ -51,6 +52,7 @@ def inversion_sampler() -> comfy.samplers.KSAMPLER:
 def invert_video(model, latent: dict, conditioning: list, steps: int, strength: float, node: str) -> dict:
     require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latents")
+    check_hint_counts(conditioning, samples.shape[0], node, "conditioning")
     if not 0 < strength <= 1:
         raise TAVInputError(node, "inversion_strength", f"{strength}: use a value in (0, 1].")
     sigmas = ddim_sigmas(model, steps)
@@ -76,6 +78,8 @@ def sample_video(
     """DDIM (eta 0) or DDIM-eta sampling; from an inversion when the LATENT is one, else from fresh noise."""
     require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latent")
+    check_hint_counts(positive, samples.shape[0], node, "positive")
+    check_hint_counts(negative, samples.shape[0], node, "negative")
     record = InversionRecord.of(latent)
     sigmas = ddim_sigmas(model, steps)
     if record is None:

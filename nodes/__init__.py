@@ -1,5 +1,6 @@
 """The pack's ComfyUI nodes (V3 schema); each module holds one job and stays thin."""
 
+from .control_condition import ControlCondition
 from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
 from .inversion_sampler import DDIMInversionSampler
@@ -9,4 +10,5 @@ from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
+    ControlCondition,
 ]

@@ -2,18 +2,10 @@
 
 import numpy as np
 
+from .opencv import import_cv2
+
 WIDTH, HEIGHT, MARGIN = 640, 320, 48
 RAW_COLOUR, SMOOTH_COLOUR, AXIS_COLOUR, TEXT_COLOUR = (200, 200, 235), (40, 60, 200), (90, 90, 90), (30, 30, 30)
-
-
-def _import_cv2():
-    try:
-        import cv2
-    except ImportError as error:  # pragma: no cover - exercised only on installs without OpenCV
-        raise ImportError(
-            "Tune-A-Video needs OpenCV: run `python install.py` in the pack folder (or pip install opencv-python)"
-        ) from error
-    return cv2
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -26,7 +18,7 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 def draw_loss_curve(losses: list[float], title: str = "One-Shot Tune loss") -> np.ndarray:
     """RGB uint8 image (HEIGHT, WIDTH, 3): raw loss per step, a moving average, and the axes' ranges."""
-    cv2 = _import_cv2()
+    cv2 = import_cv2()
     image = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
     values = np.asarray(losses, dtype=np.float64)
     low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)

@@ -5,7 +5,7 @@ from comfy_server import ComfyServer
 
 PACK_NODES = [
     "TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights", "TAV_DDIMInvertVideo",
-    "TAV_Sample",
+    "TAV_Sample", "TAV_ControlCondition",
 ]
 
 
@@ -126,3 +126,16 @@ def test_whole_edit_chain_runs_as_one_prompt(server):
     entry = server.run_prompt(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(entry["outputs"]["12"]["images"]) == frames
+
+    # The same edit steered by per-frame hints, for both control kinds.
+    for kind in ("controlnet", "t2i_adapter"):
+        prompt["13"] = {"class_type": "TAVTest_TinyControlLoader", "inputs": {"kind": kind, "seed": 1}}
+        prompt["14"] = {"class_type": "TAV_ControlCondition", "inputs": {
+            "positive": ["7", 0], "negative": ["6", 0], "control_net": ["13", 0], "frames": ["2", 0],
+            "preprocessor": "color", "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0,
+            "low_threshold": 100, "high_threshold": 200, "line_thickness": 3, "block_size": 64}}
+        prompt["10"]["inputs"].update(positive=["14", 0], negative=["14", 1])
+        prompt["15"] = {"class_type": "PreviewImage", "inputs": {"images": ["14", 2]}}
+        entry = server.run_prompt(prompt)
+        assert entry["status"]["status_str"] == "success", (kind, entry["status"])
+        assert len(entry["outputs"]["12"]["images"]) == frames and len(entry["outputs"]["15"]["images"]) == frames

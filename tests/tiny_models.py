@@ -6,13 +6,17 @@ comfy.sd.CLIP with the stock SD1 tokenizer), just small enough for a 2-core CPU.
 
 import math
 
+import comfy.cldm.cldm
+import comfy.controlnet
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
+import comfy.t2i_adapter.adapter
 import torch
 
 CONTEXT_DIM = 32
@@ -29,11 +33,11 @@ _UNET_BASE = {
     "use_temporal_attention": False,
 }
 UNET_KINDS = {
-    # SD1.x: conv proj_in/out, heads by count, one transformer per level.
+    # SD1.x: conv proj_in/out, heads by count, SD's two ResNet blocks per level (T2I-Adapters rely on it).
     "sd1": (comfy.supported_models.SD15, comfy.model_base.ModelType.EPS, {
-        "adm_in_channels": None, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
-        "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
-        "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM,
+        "adm_in_channels": None, "num_res_blocks": [2, 2], "channel_mult": [1, 2],
+        "transformer_depth": [1, 1, 1, 1], "transformer_depth_output": [1, 1, 1, 1, 1, 1],
+        "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM,
     }),
     # SD2.x: linear proj_in/out, heads by channel count, fp32 attention, v-prediction.
     "sd2": (comfy.supported_models.SD20, comfy.model_base.ModelType.V_PREDICTION, {
@@ -147,3 +151,27 @@ def tiny_vae(seed: int = 0) -> comfy.sd.VAE:
     vae = comfy.sd.VAE(sd={}, config={"params": TINY_VAE_CONFIG})
     fill_seeded(vae.first_stage_model, seed)
     return vae
+
+
+def tiny_controlnet(kind: str = "sd1", seed: int = 0) -> comfy.controlnet.ControlNet:
+    """A ControlNet (comfy.cldm) matching the tiny UNet of `kind`, as comfy.controlnet loads one."""
+    config_class, _, extra = UNET_KINDS[kind]
+    model_config = config_class({**_UNET_BASE, **extra})
+    if model_config.unet_config["num_head_channels"] > 0:
+        model_config.unet_config["num_head_channels"] = HEAD_CHANNELS
+    config = dict(model_config.unet_config)
+    config.pop("out_channels")
+    config.update(hint_channels=3, dtype=torch.float32, device=torch.device("cpu"),
+                  operations=comfy.ops.disable_weight_init)
+    control_model = comfy.cldm.cldm.ControlNet(**config)
+    fill_seeded(control_model, seed)
+    return comfy.controlnet.ControlNet(control_model, load_device=comfy.model_management.get_torch_device())
+
+
+def tiny_t2i_adapter(seed: int = 0) -> comfy.controlnet.T2IAdapter:
+    """An SD1-style T2I-Adapter (8x pixel-unshuffle) for the tiny sd1 UNet's two levels."""
+    adapter = comfy.t2i_adapter.adapter.Adapter(
+        channels=[32, 64], nums_rb=2, cin=3 * 64, ksize=1, sk=True, use_conv=False, xl=False
+    )
+    fill_seeded(adapter, seed)
+    return comfy.controlnet.T2IAdapter(adapter, channels_in=3, compression_ratio=8, upscale_algorithm="nearest-exact")

@@ -1,7 +1,8 @@
 """Test-only ComfyUI nodes, loaded by the test server through extra_model_paths (never shipped to users).
 
-TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL, a tiny CLIP and VAE built
-from ComfyUI's own classes, standing in for a checkpoint that cannot be downloaded here.
+TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL, a tiny CLIP and VAE, and
+TAVTest_TinyControlLoader a tiny ControlNet or T2I-Adapter, all built from ComfyUI's own classes,
+standing in for checkpoints that cannot be downloaded here.
 """
 
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tiny_models
 
-from tiny_models import UNET_KINDS, tiny_clip, tiny_unet, tiny_vae  # noqa: E402
+from tiny_models import UNET_KINDS, tiny_clip, tiny_controlnet, tiny_t2i_adapter, tiny_unet, tiny_vae  # noqa: E402
 
 
 class TinyModelLoader:
@@ -25,4 +26,17 @@ class TinyModelLoader:
         return (tiny_unet(kind, seed), tiny_clip(seed), tiny_vae(seed))
 
 
-NODE_CLASS_MAPPINGS = {"TAVTest_TinyModelLoader": TinyModelLoader}
+class TinyControlLoader:
+    CATEGORY = "Tune-A-Video/testing"
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (["controlnet", "t2i_adapter"],), "seed": ("INT", {"default": 0, "min": 0})}}
+
+    def load(self, kind: str, seed: int):
+        return (tiny_controlnet("sd1", seed) if kind == "controlnet" else tiny_t2i_adapter(seed),)
+
+
+NODE_CLASS_MAPPINGS = {"TAVTest_TinyModelLoader": TinyModelLoader, "TAVTest_TinyControlLoader": TinyControlLoader}

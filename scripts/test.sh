@@ -5,5 +5,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/dev_env.sh"
 cd "$ROOT"
-.venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+VENV="${TAV_VENV:-.venv}"
+"$VENV/bin/ruff" check .
+exec "$VENV/bin/python" -m pytest "$@"

@@ -13,7 +13,7 @@ def comfyui_path() -> Path:
     """COMFYUI_PATH wins; otherwise the host scripts/dev_env.sh recorded."""
     if os.environ.get("COMFYUI_PATH"):
         return Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = REPO / ".venv" / ".tav-comfyui-path"
+    recorded = REPO / os.environ.get("TAV_VENV", ".venv") / ".tav-comfyui-path"
     if recorded.exists():
         return Path(recorded.read_text().strip())
     return REPO / ".comfyui" / "ComfyUI"

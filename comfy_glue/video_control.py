@@ -14,6 +14,14 @@ import nodes as comfy_nodes
 from ..tav_core.errors import TAVInputError
 
 
+def frames_of_window(window) -> tuple[int, ...]:
+    """The video frames a context-window call sees: newer ComfyUI may prepend the frame before the window."""
+    if window is None:
+        return ()
+    anchor = getattr(window, "causal_anchor_index", None)
+    return ((anchor,) if anchor is not None and anchor >= 0 else ()) + tuple(window.index_list)
+
+
 def hint_count_problem(hints: int, frames: int) -> str:
     return f"{hints} hint frames for a video of {frames} frames: give one hint per frame, or a single hint for all."
 
@@ -33,9 +41,9 @@ class VideoHintControl:
         hints = self.tav_frame_hints
         indices = None
         if hints.shape[0] > 1:
-            window = transformer_options.get("context_window")
-            in_window = window is not None and len(window.index_list) == frames
-            indices = tuple(window.index_list) if in_window else tuple(range(frames))
+            window_frames = frames_of_window(transformer_options.get("context_window"))
+            in_window = len(window_frames) == frames
+            indices = window_frames if in_window else tuple(range(frames))
             if (not in_window and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:
                 raise ValueError(f"ControlNet/T2I-Adapter Condition: {hint_count_problem(hints.shape[0], frames)}")
         layout = (chunks, indices)

@@ -73,14 +73,21 @@ def set_step_for_batched_frames(self, timestep, model_options):
     self._step = int(torch.nonzero(torch.isclose(sigmas, timestep[:1], rtol=0.0001))[0].item())
 
 
+def with_context_windows(model, **settings):
+    """The stock Context Windows (Manual) node; inputs it has beyond `settings` keep their defaults."""
+    node = context_windows.ContextWindowsManualNode
+    schema = node.define_schema()
+    inputs = {spec.id: settings.get(spec.id, spec.default) for spec in schema.inputs if spec.id != "model"}
+    return node.execute(model, **inputs).result[0]
+
+
 @pytest.mark.parametrize("kind", CONTROLS)
 def test_hints_follow_frames_inside_context_windows(kind, monkeypatch):
     """Windows [0, 1] and [2, 3]: each window must get its own frames' hints (ComfyUI alone gives hints 0, 1)."""
     monkeypatch.setattr(comfy.context_windows.IndexListContextHandler, "set_step", set_step_for_batched_frames)
     model = isolated_model()
-    (model,) = context_windows.ContextWindowsManualNode.execute(
-        model, 2, 0, "standard_static", 1, False, "flat", 0
-    ).result
+    model = with_context_windows(model, context_length=2, context_overlap=0, context_schedule="standard_static",
+                                 fuse_method="flat", dim=0)
     control, latent = CONTROLS[kind](), torch.randn(FRAMES, 4, 8, 8)
     hints = torch.rand(FRAMES, PIXELS, PIXELS, 3, generator=torch.Generator().manual_seed(2))
 
@@ -89,12 +96,14 @@ def test_hints_follow_frames_inside_context_windows(kind, monkeypatch):
         return denoise_via_sampler(model, latent, 2.0, positive, negative, cfg=1.0)
 
     reference = run(hints)
-    for k in (1, 3):
+    # Frame 3 is nobody's first frame in any window; newer ComfyUI also shows window [2, 3] frame 1 as an
+    # anchor (its first frame), so a change of hint 1 may reach frames 2 and 3 there, but never frame 0.
+    for k, unchanged in ((3, (0, 1, 2)), (1, (0,))):
         changed = hints.clone()
         changed[k] = 1.0 - changed[k]
         out = run(changed)
         assert not torch.allclose(out[k], reference[k], atol=1e-4), k
-        for j in set(range(FRAMES)) - {k}:
+        for j in unchanged:
             torch.testing.assert_close(out[j], reference[j], atol=1e-5, rtol=1e-5)
 
 
@@ -105,6 +114,9 @@ def test_selection_per_chunk_and_window():
     assert control.cond_hint_original[:, 0, 0, 0].tolist() == [2.0, 3.0, 2.0, 3.0]
     control.tav_select_hints(batch=8, chunks=2, transformer_options={})
     assert control.cond_hint_original[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0] * 2
+    anchored = SimpleNamespace(index_list=[2, 3], causal_anchor_index=1)  # newer ComfyUI's causal_window_fix
+    control.tav_select_hints(batch=6, chunks=2, transformer_options={"context_window": anchored})
+    assert control.cond_hint_original[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] * 2
 
 
 @pytest.mark.parametrize("kind", CONTROLS)

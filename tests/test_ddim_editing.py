@@ -207,4 +207,4 @@ def test_cancel_stops_inversion_and_sampling(node):
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
-    assert seen == [1, 2, 3]
+    assert max(seen) == 3  # nothing ran past the update at which Cancel was pressed

@@ -21,8 +21,8 @@ TEXT_WIDTH = 64
 CLIP_CONFIG = {"hidden_size": TEXT_WIDTH, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2}
 UNET_CONFIG = {
     "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-    "in_channels": 4, "out_channels": 4, "model_channels": 64, "num_res_blocks": [2, 2, 2],
-    "channel_mult": [1, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1], "transformer_depth_output": [1] * 9,
+    "in_channels": 4, "out_channels": 4, "model_channels": 64, "num_res_blocks": [1, 1],
+    "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
     "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": TEXT_WIDTH,
     "adm_in_channels": None, "use_temporal_resblock": False, "use_temporal_attention": False,
 }

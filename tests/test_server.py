@@ -5,7 +5,7 @@ from comfy_server import ComfyServer
 
 PACK_NODES = [
     "TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights", "TAV_DDIMInvertVideo",
-    "TAV_Sample", "TAV_ControlCondition",
+    "TAV_Sample", "TAV_ControlCondition", "TAV_SampleFrames",
 ]
 
 

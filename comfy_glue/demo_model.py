@@ -68,8 +68,6 @@ def save_demo_model(path: Path, unet, clip, autoencoder: ShapesAutoencoder, info
 
 def load_demo_model(path: Path = DEMO_MODEL_FILE):
     """MODEL, CLIP and VAE of the demo file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"the demo model file {path} is missing: run tools/train_demo_model.py")
     tensors, _ = load_safetensors(path)
     unet = build_unet()
     unet.model.diffusion_model.load_state_dict(_part(tensors, "unet."))

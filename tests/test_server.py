@@ -141,3 +141,34 @@ def test_whole_edit_chain_runs_as_one_prompt(server):
         entry = server.run_prompt(prompt)
         assert entry["status"]["status_str"] == "success", (kind, entry["status"])
         assert len(entry["outputs"]["12"]["images"]) == frames and len(entry["outputs"]["15"]["images"]) == frames
+
+
+def test_demo_model_and_inversion_sampler_run_as_a_prompt(server):
+    """TAV Load Demo Model feeds an edit whose inversion runs through stock SamplerCustom + TAV's SAMPLER."""
+    prompt = {
+        "1": {"class_type": "TAV_LoadDemoModel", "inputs": {}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0xF0F0F0}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "TAV_InflateUNet", "inputs": {
+            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
+            "temporal_position_encoding": "none", "groupnorm": "per_video"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {
+            "clip": ["1", 1], "text": "a red circle on a white background"}},
+        "7": {"class_type": "BasicScheduler", "inputs": {
+            "model": ["4", 0], "scheduler": "ddim_uniform", "steps": 5, "denoise": 1.0}},
+        "8": {"class_type": "TAV_InversionSampler", "inputs": {}},
+        "9": {"class_type": "SamplerCustom", "inputs": {
+            "model": ["4", 0], "add_noise": False, "noise_seed": 0, "cfg": 1.0, "positive": ["5", 0],
+            "negative": ["5", 0], "sampler": ["8", 0], "sigmas": ["7", 0], "latent_image": ["3", 0]}},
+        "10": {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["4", 0], "add_noise": "disable", "noise_seed": 0, "steps": 5, "cfg": 2.0,
+            "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": ["6", 0], "negative": ["5", 0],
+            "latent_image": ["9", 0], "start_at_step": 0, "end_at_step": 10000,
+            "return_with_leftover_noise": "disable"}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+    }
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(entry["outputs"]["12"]["images"]) == 4

@@ -27,10 +27,6 @@ class InversionRecord:
     sigmas: tuple[float, ...]  # the descending sigmas sampling must use, ending at 0
     shape: tuple[int, ...]
 
-    @property
-    def sigma(self) -> float:
-        return self.sigmas[0]
-
     def sampler_settings(self) -> str:
         return (
             f"TAV Sample with steps {self.steps}, or KSamplerAdvanced with add_noise disable, sampler ddim, "

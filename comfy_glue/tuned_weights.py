@@ -31,7 +31,6 @@ FILE_FORMAT = "tune-a-video/tuned-weights/1"
 TEMPORAL_PREFIX = "tav_temporal."
 DELTA_SUFFIX = ".diff"  # "<path>.to_q.diff": the key ComfyUI's own loader reads as a weight delta
 FINGERPRINT_SAMPLES = 64
-TUNED_ATTACHMENT = "tav_tuned"
 PACK_VERSION = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
     "version"
 ]
@@ -100,7 +99,6 @@ def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.Mo
         )
         layers.load_state_dict(weights.temporal)
         attach_temporal_layers(tuned, layers)
-    tuned.set_attachments(TUNED_ATTACHMENT, weights.info)
     return tuned
 
 

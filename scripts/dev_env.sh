@@ -74,7 +74,8 @@ rm -f "$req"
 "$PY" "$ROOT/install.py" >/dev/null   # OpenCV, unless some OpenCV wheel is already there
 
 # 5. Debian's Chromium for the real-browser workflow tests (Playwright drives it; it downloads no browser).
-if [ ! -x /usr/bin/chromium ]; then
+#    The demo (scripts/demo.sh) needs no browser and sets TAV_SKIP_BROWSER=1.
+if [ ! -x /usr/bin/chromium ] && [ "${TAV_SKIP_BROWSER:-0}" != "1" ]; then
   if [ "$(id -u)" = "0" ]; then
     log "installing Debian's chromium (about a minute)"
     apt-get update -qq >/dev/null

@@ -41,6 +41,17 @@ def caption(colour: str, shape: str, background: str) -> str:
     return f"a {colour} {shape} on a {background} background"
 
 
+def parse_caption(text: str) -> tuple[str, str, str]:
+    """(colour, shape, background) of a caption of this world; ValueError for anything else."""
+    words = text.strip().lower().split()
+    if len(words) != 7 or words[0] != "a" or words[3:5] != ["on", "a"] or words[6] != "background":
+        raise ValueError(f"not a shapes-world caption: {text!r} (want 'a red circle on a white background')")
+    colour, shape, background = words[1], words[2], words[5]
+    if colour not in COLOURS or shape not in SHAPES or background not in BACKGROUNDS:
+        raise ValueError(f"unknown colour, shape or background in {text!r}")
+    return colour, shape, background
+
+
 def all_captions() -> list[str]:
     return [
         caption(colour, shape, background)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from browser import CHROMIUM, comfy_page
-from comfy_server import ComfyServer
+from comfy_server import make_server, workflow_to_prompt
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 from comfyui_tune_a_video.comfy_glue.tuned_weights import to_file_contents
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
@@ -111,7 +111,7 @@ def server(tmp_path_factory):
     (folders["checkpoints"] / CHECKPOINT).write_bytes(b"listed only: swapped for the tiny test model")
     (folders["controlnet"] / CONTROLNET).write_bytes(b"listed only: swapped for the tiny test ControlNet")
     write_tiny_lora(folders["loras"] / STYLE_LORA)
-    server = ComfyServer(workdir, model_folders=folders)
+    server = make_server(workdir, folders)
     server.input_dir.mkdir(parents=True)
     write_source_video(server.input_dir / SOURCE_VIDEO)
     write_tuned_weights(server.tuned_weights_dir / TUNED_WEIGHTS)
@@ -149,7 +149,11 @@ def test_workflow_loads_and_runs(server, path):
         page.wait_for_timeout(500)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
+        as_saved = page.evaluate(QUEUE_PROMPT_JS, {})
         prompt = page.evaluate(QUEUE_PROMPT_JS, SHORT_SETTINGS)
+    for node in as_saved.values():
+        node.pop("_meta", None)
+    assert workflow_to_prompt(workflow, server.get("/object_info")) == as_saved, "the demo's conversion drifted"
     for node in prompt.values():
         if node["class_type"] in SWAPS:
             node["class_type"], node["inputs"] = SWAPS[node["class_type"]]

@@ -62,13 +62,13 @@ BUILD_GRAPH_JS = """
 def main() -> None:
     from browser import comfy_page
     from comfy_host import setup_host
-    from comfy_server import ComfyServer
+    from comfy_server import make_server
     from example_workflow_specs import WORKFLOWS
 
     setup_host(cpu=True)
     out_dir = REPO / "example_workflows"
     out_dir.mkdir(exist_ok=True)
-    server = ComfyServer(Path(tempfile.mkdtemp(prefix="tav-workflows-"))).start()
+    server = make_server(Path(tempfile.mkdtemp(prefix="tav-workflows-"))).start()
     try:
         with comfy_page(server.url) as page:
             for make in WORKFLOWS:

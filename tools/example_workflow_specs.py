@@ -9,6 +9,10 @@ CONTROLNET = "control_v11p_sd15_canny.pth"
 STYLE_LORA = "style_lora.safetensors"
 TUNED_WEIGHTS = "my_clip.safetensors"
 SOURCE_CAPTION = "a jeep car is moving on the road"
+DEMO_CLIP = "shapes_demo_arc.mp4"  # in demo_model/clips/
+DEMO_SOURCE_CAPTION = "a red circle on a blue background"
+DEMO_EDIT_CAPTION = "a red square on a blue background"
+DEMO_TUNE_STEPS, DEMO_LEARNING_RATE, DEMO_DDIM_STEPS, DEMO_CFG = 300, 3e-4, 25, 3.0
 
 
 @dataclass
@@ -99,7 +103,8 @@ TUNE_LINKS = [
 
 def edit_nodes(
     x: int, y: int, suffix: str = "", model_from: str = "tune", positive: tuple[str, str | int] = ("edit_prompt", 0),
-    negative: tuple[str, str | int] = ("empty_prompt", 0), latent_from: str = "invert",
+    negative: tuple[str, str | int] = ("empty_prompt", 0), latent_from: str = "invert", vae_from: str = "ckpt",
+    fps: float = 12.0, prefix: str = "tuneavideo/edit",
 ) -> tuple[list[Node], list[tuple]]:
     """Sample from the inversion, decode, make and save the edited video."""
     sample, decode, video, save = (f"{name}{suffix}" for name in ("sample", "decode", "make_video", "save"))
@@ -107,8 +112,8 @@ def edit_nodes(
         Node(sample, "TAV_Sample", (x, y), {
             "steps": 50, "cfg": 12.5, "eta": 0.0, "seed": 0, "control_after_generate": "fixed"}),
         Node(decode, "VAEDecode", (x + 360, y)),
-        Node(video, "CreateVideo", (x + 360, y + 120), {"fps": 12.0}),
-        Node(save, "SaveVideo", (x + 720, y), {"filename_prefix": f"tuneavideo/edit{suffix}", "format": "auto",
+        Node(video, "CreateVideo", (x + 360, y + 120), {"fps": fps}),
+        Node(save, "SaveVideo", (x + 720, y), {"filename_prefix": f"{prefix}{suffix}", "format": "auto",
                                                "codec": "auto"}),
     ]
     links = [
@@ -117,7 +122,7 @@ def edit_nodes(
         (negative[0], negative[1], sample, "negative"),
         (latent_from, "LATENT", sample, "latent"),
         (sample, "LATENT", decode, "samples"),
-        ("ckpt", "VAE", decode, "vae"),
+        (vae_from, "VAE", decode, "vae"),
         (decode, "IMAGE", video, "images"),
         (video, "VIDEO", save, "video"),
     ]
@@ -132,15 +137,18 @@ def invert_node(x: int, y: int, key: str = "invert", model_from: str = "tune") -
     ]
 
 
-def side_by_side(x: int, y: int, edited_decode: str = "decode") -> tuple[list[Node], list[tuple]]:
+def side_by_side(
+    x: int, y: int, edited_decode: str = "decode", source_from: tuple[str, str | int] = ("frames", "IMAGE"),
+    fps: float = 12.0, prefix: str = "tuneavideo/side_by_side",
+) -> tuple[list[Node], list[tuple]]:
     return [
         Node("stitch", "ImageStitch", (x, y), {"direction": "right", "match_image_size": True, "spacing_width": 0,
                                                "spacing_color": "white"}, title="Source | edit"),
-        Node("stitch_video", "CreateVideo", (x + 360, y), {"fps": 12.0}),
-        Node("stitch_save", "SaveVideo", (x + 720, y), {"filename_prefix": "tuneavideo/side_by_side",
-                                                        "format": "auto", "codec": "auto"}),
+        Node("stitch_video", "CreateVideo", (x + 360, y), {"fps": fps}),
+        Node("stitch_save", "SaveVideo", (x + 720, y), {"filename_prefix": prefix, "format": "auto",
+                                                        "codec": "auto"}),
     ], [
-        ("frames", "IMAGE", "stitch", "image1"),
+        (*source_from, "stitch", "image1"),
         (edited_decode, "IMAGE", "stitch", "image2"),
         ("stitch", "IMAGE", "stitch_video", "images"),
         ("stitch_video", "VIDEO", "stitch_save", "video"),
@@ -270,4 +278,54 @@ the LoRA, so the noise still describes the source clip.
     )
 
 
-WORKFLOWS = [edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow]
+def demo_workflow() -> Workflow:
+    """The README's demo: the embedded toy model edits a bundled shapes-world clip, all on a CPU."""
+    invert, invert_links = invert_node(1600, 0)
+    invert[0].widgets["steps"] = DEMO_DDIM_STEPS
+    edit, edit_links = edit_nodes(1600, 260, vae_from="demo", fps=8.0, prefix="tuneavideo/demo_edit")
+    edit[0].widgets.update({"steps": DEMO_DDIM_STEPS, "cfg": DEMO_CFG})
+    stitch, stitch_links = side_by_side(1960, 560, source_from=("components", "images"), fps=8.0,
+                                        prefix="tuneavideo/demo_side_by_side")
+    tune = tune_nodes(1200)
+    tune[1].widgets.update({"steps": DEMO_TUNE_STEPS, "learning_rate": DEMO_LEARNING_RATE,
+                            "gradient_checkpointing": False, "caption": DEMO_SOURCE_CAPTION})
+    return Workflow(
+        "tuneavideo_demo_shapes",
+        [Node("demo", "TAV_LoadDemoModel", (0, 0)),
+         Node("video", "LoadVideo", (0, 200), {"file": DEMO_CLIP}),
+         Node("components", "GetVideoComponents", (0, 620)),
+         Node("encode", "VAEEncode", (360, 200)),
+         Node("source_prompt", "CLIPTextEncode", (800, 0), {"text": DEMO_SOURCE_CAPTION}, title="Source caption"),
+         Node("empty_prompt", "CLIPTextEncode", (800, 250), {"text": ""}, title="Empty prompt (inversion, negative)"),
+         Node("edit_prompt", "CLIPTextEncode", (800, 500), {"text": DEMO_EDIT_CAPTION}, title="Edited caption"),
+         *tune, *invert, *edit,
+         Node("save_frames", "SaveImage", (2320, 260), {"filename_prefix": "tuneavideo/demo_frames"},
+              title="Edited frames"),
+         *stitch,
+         note("about", (0, -330), f"""
+Demo on the pack's own toy model (no downloads, runs on a CPU in about a minute): TAV Load Demo Model
+is a tiny text-to-image model of a "shapes world" (one circle, square or triangle in red, green,
+blue, yellow, purple or orange on a white, black, gray or blue background). The clip is
+demo_model/clips/{DEMO_CLIP} of this pack: copy it into ComfyUI's input/ folder, or load another
+clip of the same world (8 frames at 64x64).
+It is tuned on its caption, inverted, and sampled again as "{DEMO_EDIT_CAPTION}": the object
+should change as the caption says and keep the clip's motion.
+The toy model wants low guidance (cfg about 3) and a higher learning rate than the paper's 3e-5;
+`bash scripts/demo.sh` runs this workflow headless and judges the result with OpenCV.
+""", size=(700, 330))],
+        [
+            ("video", "VIDEO", "components", "video"),
+            ("components", "images", "encode", "pixels"),
+            ("demo", "VAE", "encode", "vae"),
+            ("demo", "CLIP", "source_prompt", "clip"),
+            ("demo", "CLIP", "empty_prompt", "clip"),
+            ("demo", "CLIP", "edit_prompt", "clip"),
+            ("demo", "MODEL", "inflate", "model"),
+            *TUNE_LINKS[1:], *invert_links, *edit_links,
+            ("decode", "IMAGE", "save_frames", "images"),
+            *stitch_links,
+        ],
+    )
+
+
+WORKFLOWS = [demo_workflow, edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow]

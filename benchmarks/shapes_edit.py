@@ -1,0 +1,250 @@
+"""Does Tune-A-Video work, and does each part of it matter? Measured on the demo model's shapes world.
+
+    .venv/bin/python benchmarks/shapes_edit.py                  # 8 clips x 4 edits x 6 variants (~15 min, 2 cores)
+    .venv/bin/python benchmarks/shapes_edit.py --clips 1 --edits shape --variants full,per_frame_t2i --tune-steps 10
+
+Every clip runs as one real ComfyUI graph on a headless server (TAV Load Demo Model -> Load Video ->
+VAEEncode -> Inflate UNet -> One-Shot Tune -> DDIM Invert Video -> TAV Sample -> VAEDecode -> SaveImage,
+with the ablations as sibling branches), then an OpenCV judge scores the saved frames. Prints markdown
+tables, writes them to --out and a contact sheet (source row, one row per variant, per edit) beside it.
+"""
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
+
+VARIANTS = {  # name -> (attention, temporal layers, tuned, inverted); None: no inflation at all
+    "full": ("sparse_causal", True, True, True),
+    "no_tuning": ("sparse_causal", True, False, True),
+    "no_inversion": ("sparse_causal", True, True, False),
+    "full_attention": ("full", True, True, True),
+    "no_temporal_layers": ("sparse_causal", False, True, True),
+    "per_frame_t2i": None,
+}
+EDITS = ("colour", "shape", "background", "all")
+TARGETS = {"text_alignment": 0.90, "motion_error": 3.0, "per_frame_motion_ratio": 3.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    frames: int
+    tune_steps: int
+    learning_rate: float
+    ddim_steps: int
+    cfg: float
+
+
+class Graph:
+    """An API-format prompt built node by node."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict] = {}
+
+    def add(self, class_type: str, **inputs) -> str:
+        node_id = str(len(self.nodes) + 1)
+        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
+        return node_id
+
+
+def edit_targets(scene, seed: int) -> dict[str, tuple[str, str, str]]:
+    """The source's (colour, shape, background) and one edit of each kind, drawn from the clip's seed."""
+    from comfyui_tune_a_video.tav_core.shapes_world import BACKGROUNDS, COLOURS, SHAPES
+
+    rng = np.random.default_rng(10_000 + seed)
+
+    def other(options, current: str, avoid: str = "") -> str:
+        return str(rng.choice([o for o in options if o not in (current, avoid)]))
+
+    background = other(BACKGROUNDS, scene.background, scene.colour)
+    shape = other(SHAPES, scene.shape)
+    return {
+        "source": (scene.colour, scene.shape, scene.background),
+        "colour": (other(COLOURS, scene.colour, scene.background), scene.shape, scene.background),
+        "shape": (scene.colour, shape, scene.background),
+        "background": (scene.colour, scene.shape, background),
+        "all": (other(COLOURS, scene.colour, background), shape, background),
+    }
+
+
+def clip_graph(video: str, caption: str, targets: dict, variants: list[str], settings: Settings, seed: int):
+    """One prompt for one clip: every variant and edit, sharing the nodes they have in common."""
+    from comfyui_tune_a_video.tav_core.shapes_world import caption as make_caption
+
+    g = Graph()
+    demo = g.add("TAV_LoadDemoModel")
+    model, clip, vae = [demo, 0], [demo, 1], [demo, 2]
+    frames = g.add("GetVideoComponents", video=[g.add("LoadVideo", file=video), 0])
+    latents = [g.add("VAEEncode", pixels=[frames, 0], vae=vae), 0]
+    empty = [g.add("CLIPTextEncode", clip=clip, text=""), 0]
+    source = [g.add("CLIPTextEncode", clip=clip, text=caption), 0]
+    prompts = {kind: [g.add("CLIPTextEncode", clip=clip, text=make_caption(*target)), 0]
+               for kind, target in targets.items()}
+    fresh = [g.add("EmptyLatentImage", width=64, height=64, batch_size=settings.frames), 0]
+    saves, tuned, inverted = {}, {}, {}
+    for variant in variants:
+        plan = VARIANTS[variant]
+        for kind, prompt in prompts.items():
+            if plan is None:
+                sampled = g.add("KSampler", model=model, seed=seed, steps=settings.ddim_steps, cfg=settings.cfg,
+                                sampler_name="ddim", scheduler="ddim_uniform", positive=prompt, negative=empty,
+                                latent_image=fresh, denoise=1.0)
+            else:
+                attention, temporal, tune, invert = plan
+                key = (attention, temporal, tune)
+                if key not in tuned:
+                    video_model = [g.add("TAV_InflateUNet", model=model, attention=attention, temporal_layers=temporal,
+                                         temporal_position_encoding="none", groupnorm="per_video"), 0]
+                    if tune:
+                        video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
+                                             conditioning=source, steps=settings.tune_steps,
+                                             learning_rate=settings.learning_rate, seed=seed,
+                                             gradient_checkpointing=False, precision="auto"), 0]
+                    tuned[key] = video_model
+                if invert and key not in inverted:
+                    inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
+                                           steps=settings.ddim_steps, inversion_strength=1.0), 0]
+                sampled = g.add("TAV_Sample", model=tuned[key], positive=prompt, negative=empty,
+                                latent=inverted[key] if invert else fresh, steps=settings.ddim_steps,
+                                cfg=settings.cfg, eta=0.0, seed=seed)
+            decoded = g.add("VAEDecode", samples=[sampled, 0], vae=vae)
+            saves[variant, kind] = g.add("SaveImage", images=[decoded, 0], filename_prefix=f"{variant}/{kind}/frame")
+    return g.nodes, saves
+
+
+def run(args: argparse.Namespace) -> str:
+    from comfy_host import comfyui_path, setup_host
+
+    setup_host()
+    from comfyui_tune_a_video.tav_core.edit_metrics import score_edit
+    from comfyui_tune_a_video.tav_core.shapes_world import PATHS, random_clip
+    from contact_sheet import read_frames, write_contact_sheet
+    from headless_comfy import ComfyServer, history_error
+    from shapes_clips import write_lossless_mp4
+
+    settings = Settings(args.frames, args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg)
+    variants, edits = args.variants.split(","), args.edits.split(",")
+    scores = defaultdict(list)  # (variant, kind) -> [EditScore]
+    sheet_rows: list[tuple[str, np.ndarray]] = []
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tav-shapes-edit-"))
+    started = time.monotonic()
+    with ComfyServer(comfyui_path(), workdir) as server:
+        for number in range(args.clips):
+            seed = args.first_seed + number
+            clip = random_clip(seed, frames=args.frames, path=PATHS[number % len(PATHS)])
+            video = f"clip_{seed}.mp4"
+            write_lossless_mp4(server.input_dir / video, clip.frames)
+            targets = {kind: target for kind, target in edit_targets(clip.scenes[0], seed).items()
+                       if kind == "source" or kind in edits}
+            prompt, saves = clip_graph(video, clip.caption, targets, variants, settings, seed)
+            clip_started = time.monotonic()
+            history = server.run_prompt(prompt, timeout=3600)
+            if history["status"].get("status_str") != "success":
+                raise RuntimeError(f"clip {seed}: {history_error(history)}\n{server.log()[-3000:]}")
+            for (variant, kind), node in saves.items():
+                frames = read_frames(server.output_files(history, node))
+                scores[variant, kind].append(score_edit(frames, clip.frames, targets[kind]))
+                if number == 0 and kind != "source":
+                    sheet_rows.append((f"{kind}: {variant}", frames))
+            if number == 0:
+                sheet_rows = [(f"source: {clip.caption}", clip.frames)] + sorted(
+                    sheet_rows, key=lambda row: (EDITS.index(row[0].split(":")[0]), row[0]))
+            print(f"[shapes_edit] clip {number + 1}/{args.clips}: {clip.caption}, "
+                  f"{time.monotonic() - clip_started:.0f} s", flush=True)
+    report = format_report(scores, variants, edits, settings, args, time.monotonic() - started)
+    out = Path(args.out)
+    out.write_text(report)
+    write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_edit, clip seed {args.first_seed}")
+    print(report)
+    print(f"[shapes_edit] wrote {out} and {out.with_suffix('.png')}")
+    return report
+
+
+def mean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def format_report(scores, variants, edits, settings: Settings, args, seconds: float) -> str:
+    def edit_scores(variant: str, kinds=edits):
+        return [score for kind in kinds for score in scores[variant, kind]]
+
+    def column(variant: str, name: str, kinds=edits) -> float:
+        return mean([getattr(score, name) for score in edit_scores(variant, kinds)])
+
+    lines = [
+        "# Shapes-world edit benchmark",
+        "",
+        f"{args.clips} clips x {len(edits)} edits ({', '.join(edits)}), {settings.frames} frames at 64x64; "
+        f"One-Shot Tune {settings.tune_steps} steps at lr {settings.learning_rate:g}; DDIM {settings.ddim_steps} "
+        f"steps, cfg {settings.cfg:g}; {seconds / 60:.1f} min. Command: `{' '.join(['python'] + sys.argv)}`",
+        "",
+        "| variant | text alignment | motion error (px) | object found | consistency | area change | "
+        "recon PSNR (dB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in variants:
+        recon = mean([score.psnr for score in scores[variant, "source"]])
+        lines.append(
+            f"| {variant} | {column(variant, 'text_alignment'):.3f} | {column(variant, 'motion_error'):.2f} | "
+            f"{column(variant, 'object_found'):.3f} | {column(variant, 'consistency'):.3f} | "
+            f"{column(variant, 'area_change'):.3f} | {recon:.2f} |"
+        )
+    lines += ["", "Per edit kind (text alignment / motion error px):", "",
+              "| variant | " + " | ".join(edits) + " |", "| --- |" + " --- |" * len(edits)]
+    for variant in variants:
+        cells = [f"{column(variant, 'text_alignment', [k]):.2f} / {column(variant, 'motion_error', [k]):.1f}"
+                 for k in edits]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
+              "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
+              "both show an object (frames without one count against text alignment and object found); "
+              "consistency = consecutive frame pairs showing the same judged object; area change = mean relative "
+              "area change between consecutive frames; recon PSNR = the source caption sampled back from the "
+              "inversion, against the source frames.", ""]
+    if "full" in variants:
+        full_align, full_motion = column("full", "text_alignment"), column("full", "motion_error")
+        checks = [f"- full text alignment {full_align:.3f} (target >= {TARGETS['text_alignment']}): "
+                  f"{'met' if full_align >= TARGETS['text_alignment'] else 'NOT met'}",
+                  f"- full motion error {full_motion:.2f} px (target <= {TARGETS['motion_error']}): "
+                  f"{'met' if full_motion <= TARGETS['motion_error'] else 'NOT met'}"]
+        if "per_frame_t2i" in variants:
+            ratio = column("per_frame_t2i", "motion_error") / full_motion
+            checks.append(f"- per-frame T2I motion error / full: {ratio:.1f}x (target >= "
+                          f"{TARGETS['per_frame_motion_ratio']}): "
+                          f"{'met' if ratio >= TARGETS['per_frame_motion_ratio'] else 'NOT met'}")
+        lines += ["Targets:", *checks, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--edits", default=",".join(EDITS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--tune-steps", type=int, default=300)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--ddim-steps", type=int, default=25)
+    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_edit.md"))
+    parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")
+    args = parser.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS) | set(args.edits.split(",")) - set(EDITS)
+    if unknown:
+        parser.error(f"unknown variants/edits: {sorted(unknown)}")
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

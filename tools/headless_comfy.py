@@ -1,0 +1,165 @@
+"""A real ComfyUI server on 127.0.0.1 in its own base folder, and the UI-workflow -> API-prompt conversion,
+for the demo command, the benchmarks and the integration tests."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
+VIRTUAL_NODES = {"Note", "MarkdownNote"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ComfyServer:
+    """`python main.py --cpu` of the given ComfyUI, with input/output/temp/user folders under `workdir`.
+
+    `folders` are extra model-folder paths (name -> path, e.g. "custom_nodes" or "tuneavideo")."""
+
+    def __init__(self, comfyui: Path, workdir: Path, folders: dict[str, Path] | None = None, cpu: bool = True):
+        self.comfyui = comfyui
+        self.workdir = workdir
+        self.folders = folders or {}
+        self.cpu = cpu
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output_dir = workdir / "output"
+        self.input_dir = workdir / "input"
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> "ComfyServer":
+        for name in ("output", "input", "temp", "user"):
+            (self.workdir / name).mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-api-nodes",
+            "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
+            "--temp-directory", str(self.workdir / "temp"), "--user-directory", str(self.workdir / "user"),
+            "--database-url", "sqlite:///:memory:",
+        ] + (["--cpu"] if self.cpu else [])
+        if self.folders:
+            extra_paths = self.workdir / "extra_model_paths.yaml"
+            lines = [f"  {name}: {path}" for name, path in self.folders.items()]
+            extra_paths.write_text("tav_headless:\n" + "\n".join(lines) + "\n  is_default: true\n")
+            command += ["--extra-model-paths-config", str(extra_paths)]
+        self.process = subprocess.Popen(command, cwd=self.comfyui, stdout=self.log_path.open("w"),
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                self.get("/system_stats")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __enter__(self) -> "ComfyServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, payload: dict):
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def queue(self, prompt: dict) -> str:
+        try:
+            return self.post("/prompt", {"prompt": prompt})["prompt_id"]
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"ComfyUI refused the prompt: {error.read().decode()}") from error
+
+    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
+        """Queue an API-format prompt and wait for its /history entry (success or error)."""
+        prompt_id = self.queue(prompt)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if history and (history["status"].get("completed") or history["status"].get("status_str") == "error"):
+                return history
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout}s:\n{self.log()}")
+
+    def output_files(self, history: dict, node: str, kind: str = "images") -> list[Path]:
+        """Paths of the files an output node wrote (SaveImage/SaveVideo/SaveAnimatedWEBP)."""
+        items = history["outputs"].get(node, {}).get(kind, [])
+        folders = {"output": self.output_dir, "temp": self.workdir / "temp", "input": self.input_dir}
+        return [folders[item.get("type", "output")] / item.get("subfolder", "") / item["filename"] for item in items]
+
+
+def history_error(history: dict) -> str | None:
+    """The node error message of a failed /history entry, if any."""
+    for name, data in history["status"].get("messages", []):
+        if name == "execution_error":
+            return f"{data['node_type']} ({data['node_id']}): {data['exception_message']}"
+    return None
+
+
+def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
+    """Turn a UI-format workflow (what the frontend saves) into the API prompt the frontend would queue.
+
+    Widget values are matched to the inputs /object_info lists, in order; linked inputs take the link.
+    Only plain graphs are handled (no subgraphs, reroutes or bypassed nodes): anything else is refused."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in VIRTUAL_NODES:
+            continue
+        if node["type"] not in object_info:
+            raise ValueError(f"node {node['id']}: unknown type {node['type']!r} (is its pack installed?)")
+        if node.get("mode", 0) != 0:
+            raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed; enable it or remove it")
+        info = object_info[node["type"]]
+        values = iter(node.get("widgets_values") or [])
+        inputs = {}
+        for name, spec in _schema_inputs(info):
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                inputs[name] = next(values)
+                if options.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
+                    next(values)
+                if any(options.get(upload) for upload in ("image_upload", "video_upload", "audio_upload")):
+                    next(values)
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None:
+                origin = links[slot["link"]]
+                inputs[slot["name"]] = [str(origin[1]), origin[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def _schema_inputs(info: dict):
+    order = info.get("input_order") or {group: list(info["input"].get(group, {})) for group in ("required", "optional")}
+    for group in ("required", "optional"):
+        for name in order.get(group, []):
+            yield name, info["input"][group][name]

@@ -32,6 +32,7 @@ VARIANTS = {  # name -> (attention, temporal layers, tuned, inverted); None: no 
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
+METRICS = ("text_alignment", "motion_error", "object_found", "consistency", "area_change")
 TARGETS = {"text_alignment": 0.90, "motion_error": 3.0, "per_frame_motion_ratio": 3.0}
 
 
@@ -121,7 +122,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
     return g.nodes, saves
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Runs the benchmark, prints and writes the report; returns the headline numbers per variant."""
     from comfy_host import comfyui_path, setup_host
 
     setup_host()
@@ -160,13 +162,22 @@ def run(args: argparse.Namespace) -> str:
                     sheet_rows, key=lambda row: (EDITS.index(row[0].split(":")[0]), row[0]))
             print(f"[shapes_edit] clip {number + 1}/{args.clips}: {clip.caption}, "
                   f"{time.monotonic() - clip_started:.0f} s", flush=True)
-    report = format_report(scores, variants, edits, settings, args, time.monotonic() - started)
+    summary = {variant: averages(scores, variant, edits) for variant in variants}
+    report = format_report(scores, summary, edits, settings, args, time.monotonic() - started)
     out = Path(args.out)
     out.write_text(report)
     write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_edit, clip seed {args.first_seed}")
     print(report)
     print(f"[shapes_edit] wrote {out} and {out.with_suffix('.png')}")
-    return report
+    return summary
+
+
+def averages(scores, variant: str, kinds: list[str]) -> dict[str, float]:
+    """Mean of each metric over the variant's edits of these kinds (NaNs skipped), and its reconstruction PSNR."""
+    edited = [score for kind in kinds for score in scores[variant, kind]]
+    result = {name: mean([getattr(score, name) for score in edited]) for name in METRICS}
+    result["recon_psnr"] = mean([score.psnr for score in scores[variant, "source"]])
+    return result
 
 
 def mean(values) -> float:
@@ -174,13 +185,8 @@ def mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def format_report(scores, variants, edits, settings: Settings, args, seconds: float) -> str:
-    def edit_scores(variant: str, kinds=edits):
-        return [score for kind in kinds for score in scores[variant, kind]]
-
-    def column(variant: str, name: str, kinds=edits) -> float:
-        return mean([getattr(score, name) for score in edit_scores(variant, kinds)])
-
+def format_report(scores, summary: dict[str, dict[str, float]], edits, settings: Settings, args,
+                  seconds: float) -> str:
     lines = [
         "# Shapes-world edit benchmark",
         "",
@@ -192,18 +198,16 @@ def format_report(scores, variants, edits, settings: Settings, args, seconds: fl
         "recon PSNR (dB) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for variant in variants:
-        recon = mean([score.psnr for score in scores[variant, "source"]])
+    for variant, row in summary.items():
         lines.append(
-            f"| {variant} | {column(variant, 'text_alignment'):.3f} | {column(variant, 'motion_error'):.2f} | "
-            f"{column(variant, 'object_found'):.3f} | {column(variant, 'consistency'):.3f} | "
-            f"{column(variant, 'area_change'):.3f} | {recon:.2f} |"
+            f"| {variant} | {row['text_alignment']:.3f} | {row['motion_error']:.2f} | {row['object_found']:.3f} | "
+            f"{row['consistency']:.3f} | {row['area_change']:.3f} | {row['recon_psnr']:.2f} |"
         )
     lines += ["", "Per edit kind (text alignment / motion error px):", "",
               "| variant | " + " | ".join(edits) + " |", "| --- |" + " --- |" * len(edits)]
-    for variant in variants:
-        cells = [f"{column(variant, 'text_alignment', [k]):.2f} / {column(variant, 'motion_error', [k]):.1f}"
-                 for k in edits]
+    for variant in summary:
+        cells = [f"{row['text_alignment']:.2f} / {row['motion_error']:.1f}"
+                 for row in (averages(scores, variant, [kind]) for kind in edits)]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += ["", "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
@@ -211,14 +215,14 @@ def format_report(scores, variants, edits, settings: Settings, args, seconds: fl
               "consistency = consecutive frame pairs showing the same judged object; area change = mean relative "
               "area change between consecutive frames; recon PSNR = the source caption sampled back from the "
               "inversion, against the source frames.", ""]
-    if "full" in variants:
-        full_align, full_motion = column("full", "text_alignment"), column("full", "motion_error")
+    if "full" in summary:
+        full_align, full_motion = summary["full"]["text_alignment"], summary["full"]["motion_error"]
         checks = [f"- full text alignment {full_align:.3f} (target >= {TARGETS['text_alignment']}): "
                   f"{'met' if full_align >= TARGETS['text_alignment'] else 'NOT met'}",
                   f"- full motion error {full_motion:.2f} px (target <= {TARGETS['motion_error']}): "
                   f"{'met' if full_motion <= TARGETS['motion_error'] else 'NOT met'}"]
-        if "per_frame_t2i" in variants:
-            ratio = column("per_frame_t2i", "motion_error") / full_motion
+        if "per_frame_t2i" in summary:
+            ratio = summary["per_frame_t2i"]["motion_error"] / full_motion
             checks.append(f"- per-frame T2I motion error / full: {ratio:.1f}x (target >= "
                           f"{TARGETS['per_frame_motion_ratio']}): "
                           f"{'met' if ratio >= TARGETS['per_frame_motion_ratio'] else 'NOT met'}")
@@ -226,7 +230,7 @@ def format_report(scores, variants, edits, settings: Settings, args, seconds: fl
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=1)

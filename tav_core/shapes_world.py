@@ -48,7 +48,7 @@ def parse_caption(text: str) -> tuple[str, str, str]:
         raise ValueError(f"not a shapes-world caption: {text!r} (want 'a red circle on a white background')")
     colour, shape, background = words[1], words[2], words[5]
     if colour not in COLOURS or shape not in SHAPES or background not in BACKGROUNDS:
-        raise ValueError(f"unknown colour, shape or background in {text!r}")
+        raise ValueError(f"unknown colour, shape or background in the caption {text!r}")
     return colour, shape, background
 
 

@@ -2,6 +2,7 @@
 invalid widget value, then runs to success with the tiny test models swapped in and short settings."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +23,15 @@ from tiny_models import text_cond, tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
-from example_workflow_specs import CHECKPOINT, CONTROLNET, SOURCE_VIDEO, STYLE_LORA, TUNED_WEIGHTS  # noqa: E402
+from example_workflow_specs import (  # noqa: E402
+    CHECKPOINT,
+    CONTROLNET,
+    DEMO_CLIP,
+    SOURCE_VIDEO,
+    STYLE_LORA,
+    TUNED_WEIGHTS,
+)
+from shapes_clips import CLIPS_FOLDER  # noqa: E402
 
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 ARTIFACTS = REPO / "test-artifacts"
@@ -114,14 +123,15 @@ def server(tmp_path_factory):
     server = make_server(workdir, folders)
     server.input_dir.mkdir(parents=True)
     write_source_video(server.input_dir / SOURCE_VIDEO)
+    shutil.copyfile(CLIPS_FOLDER / DEMO_CLIP, server.input_dir / DEMO_CLIP)
     write_tuned_weights(server.tuned_weights_dir / TUNED_WEIGHTS)
     server.start()
     yield server
     server.stop()
 
 
-def test_there_are_four_workflows():
-    assert len(WORKFLOWS) == 4
+def test_there_are_five_workflows():
+    assert len(WORKFLOWS) == 5
 
 
 def test_template_browser_lists_the_workflows(server):
@@ -151,9 +161,13 @@ def test_workflow_loads_and_runs(server, path):
         page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
         as_saved = page.evaluate(QUEUE_PROMPT_JS, {})
         prompt = page.evaluate(QUEUE_PROMPT_JS, SHORT_SETTINGS)
-    for node in as_saved.values():
+    object_info = server.get("/object_info")
+    for node in as_saved.values():  # frontend-only extras: titles and preview widgets no node reads
         node.pop("_meta", None)
-    assert workflow_to_prompt(workflow, server.get("/object_info")) == as_saved, "the demo's conversion drifted"
+        schema = object_info[node["class_type"]]["input"]
+        known = {**schema.get("required", {}), **schema.get("optional", {})}
+        node["inputs"] = {name: value for name, value in node["inputs"].items() if name in known}
+    assert workflow_to_prompt(workflow, object_info) == as_saved, "UI -> API conversion differs from the frontend's"
     for node in prompt.values():
         if node["class_type"] in SWAPS:
             node["class_type"], node["inputs"] = SWAPS[node["class_type"]]

@@ -9,6 +9,7 @@ Video, TAV Sample with the edited caption), then judges the edited frames with O
 side-by-side PNG. Prints where everything is and the judged metrics.
 """
 
+import argparse
 import json
 import shutil
 import sys
@@ -25,7 +26,10 @@ def log(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"where everything goes (default {OUTPUT})")
+    output = parser.parse_args(argv).output.resolve()
     from comfy_host import comfyui_path, setup_host
 
     setup_host()
@@ -41,7 +45,7 @@ def main() -> int:
     clip_name = by_title["LoadVideo"]["widgets_values"][0]
     source_caption = by_title["Source caption"]["widgets_values"][0]
     edit_caption = by_title["Edited caption"]["widgets_values"][0]
-    base = OUTPUT / "comfyui"
+    base = output / "comfyui"
     shutil.rmtree(base / "output", ignore_errors=True)
     (base / "input").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(CLIPS_FOLDER / clip_name, base / "input" / clip_name)
@@ -59,7 +63,7 @@ def main() -> int:
                   for path in server.output_files(history, str(node["id"]))]
     source = read_mp4(CLIPS_FOLDER / clip_name)
     score = score_edit(edited, source, parse_caption(edit_caption))
-    sheet = OUTPUT / "demo_side_by_side.png"
+    sheet = output / "demo_side_by_side.png"
     write_contact_sheet(sheet, [(f"source: {source_caption}", source), (f"edit: {edit_caption}", edited)],
                         f"Tune-A-Video demo ({clip_name})")
     log(f"done in {time.monotonic() - started:.0f} s")

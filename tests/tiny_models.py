@@ -62,6 +62,13 @@ FULL_UNET_KINDS = {
         "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
         "use_linear_in_transformer": False, "context_dim": 768,
     }),
+    # SD1.5's exact structure at a tenth of its width: the CPU stand-in for side-by-sides with the reference.
+    "sd15_mini": (comfy.supported_models.SD15, comfy.model_base.ModelType.EPS, {
+        "model_channels": 32, "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_linear_in_transformer": False, "context_dim": 64,
+    }),
     "sdxl": (comfy.supported_models.SDXL, comfy.model_base.ModelType.EPS, {
         "model_channels": 320, "adm_in_channels": 2816, "num_classes": "sequential", "num_res_blocks": [2, 2, 2],
         "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 def worker(args: argparse.Namespace) -> dict:
     from comfy_host import setup_host
 
-    setup_host(cpu=not args.gpu)
+    setup_host(cpu=not args.gpu, nodes=False)
     import comfy.model_management
     import comfy.utils
     import torch

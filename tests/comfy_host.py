@@ -19,8 +19,11 @@ def comfyui_path() -> Path:
     return REPO / ".comfyui" / "ComfyUI"
 
 
-def setup_host(cpu: bool = True):
-    """Make `comfy` importable with the right device settings, then import the pack as a package."""
+def setup_host(cpu: bool = True, nodes: bool = True):
+    """Make `comfy` importable with the right device settings, then import the pack as a package.
+
+    nodes=False registers the package without running its __init__ (no nodes, so no comfy_api and its
+    video stack): enough for tav_core and comfy_glue, e.g. for benchmarks on a GPU machine's bare image."""
     comfyui = comfyui_path()
     if not (comfyui / "main.py").exists():
         raise RuntimeError(f"no ComfyUI host at {comfyui}: run scripts/dev_env.sh (or scripts/test.sh) first")
@@ -40,7 +43,8 @@ def setup_host(cpu: bool = True):
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_MODULE] = module
-    spec.loader.exec_module(module)
+    if nodes:
+        spec.loader.exec_module(module)
     return module
 
 

@@ -23,12 +23,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
-VARIANTS = {  # name -> (attention, temporal layers, tuned, inverted); None: no inflation at all
-    "full": ("sparse_causal", True, True, True),
-    "no_tuning": ("sparse_causal", True, False, True),
-    "no_inversion": ("sparse_causal", True, True, False),
-    "full_attention": ("full", True, True, True),
-    "no_temporal_layers": ("sparse_causal", False, True, True),
+@dataclass(frozen=True)
+class Plan:
+    attention: str = "sparse_causal"
+    temporal_layers: bool = True
+    tuned: bool = True
+    inverted: bool = True
+    negative: str = "empty"  # the paper's empty negative prompt, or "source": the source caption
+
+
+VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh noise
+    "full": Plan(),
+    "full_source_negative": Plan(negative="source"),
+    "no_tuning": Plan(tuned=False),
+    "no_inversion": Plan(inverted=False),
+    "full_attention": Plan(attention="full"),
+    "no_temporal_layers": Plan(temporal_layers=False),
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
@@ -100,22 +110,23 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 sampler_name="ddim", scheduler="ddim_uniform", positive=prompt, negative=empty,
                                 latent_image=fresh, denoise=1.0)
             else:
-                attention, temporal, tune, invert = plan
-                key = (attention, temporal, tune)
+                key = (plan.attention, plan.temporal_layers, plan.tuned)
                 if key not in tuned:
-                    video_model = [g.add("TAV_InflateUNet", model=model, attention=attention, temporal_layers=temporal,
-                                         temporal_position_encoding="none", groupnorm="per_video"), 0]
-                    if tune:
+                    video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
+                                         temporal_layers=plan.temporal_layers, temporal_position_encoding="none",
+                                         groupnorm="per_video"), 0]
+                    if plan.tuned:
                         video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
                                              conditioning=source, steps=settings.tune_steps,
                                              learning_rate=settings.learning_rate, seed=seed,
                                              gradient_checkpointing=False, precision="auto"), 0]
                     tuned[key] = video_model
-                if invert and key not in inverted:
+                if plan.inverted and key not in inverted:
                     inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
                                            steps=settings.ddim_steps, inversion_strength=1.0), 0]
-                sampled = g.add("TAV_Sample", model=tuned[key], positive=prompt, negative=empty,
-                                latent=inverted[key] if invert else fresh, steps=settings.ddim_steps,
+                sampled = g.add("TAV_Sample", model=tuned[key], positive=prompt,
+                                negative=source if plan.negative == "source" else empty,
+                                latent=inverted[key] if plan.inverted else fresh, steps=settings.ddim_steps,
                                 cfg=settings.cfg, eta=0.0, seed=seed)
             decoded = g.add("VAEDecode", samples=[sampled, 0], vae=vae)
             saves[variant, kind] = g.add("SaveImage", images=[decoded, 0], filename_prefix=f"{variant}/{kind}/frame")
@@ -209,7 +220,13 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
         cells = [f"{row['text_alignment']:.2f} / {row['motion_error']:.1f}"
                  for row in (averages(scores, variant, [kind]) for kind in edits)]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines += ["", "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
+    lines += ["", "Variants: full = Inflate UNet (sparse-causal attention, temporal layers) -> One-Shot Tune -> "
+              "DDIM Invert Video (empty prompt) -> TAV Sample (empty negative prompt), as the paper; "
+              "full_source_negative = the same with the source caption as TAV Sample's negative prompt; no_tuning "
+              "skips One-Shot Tune; no_inversion samples the tuned model from fresh noise; full_attention and "
+              "no_temporal_layers change Inflate UNet; per_frame_t2i samples every frame alone from fresh noise "
+              "with the stock KSampler (no inflation).", "",
+              "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
               "both show an object (frames without one count against text alignment and object found); "
               "consistency = consecutive frame pairs showing the same judged object; area change = mean relative "

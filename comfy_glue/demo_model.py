@@ -12,6 +12,7 @@ import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
 import torch
+from comfy.ldm.models.autoencoder import AutoencoderKL
 
 from ..tav_core.demo_autoencoder import ShapesAutoencoder
 from ..tav_core.weights_file import load_safetensors, save_atomically
@@ -46,10 +47,14 @@ def build_clip() -> comfy.sd.CLIP:
 
 
 def build_vae(autoencoder: ShapesAutoencoder) -> comfy.sd.VAE:
-    """comfy.sd.VAE's own bookkeeping (pixel range, 8x factor, memory, devices) around our autoencoder."""
-    vae = comfy.sd.VAE(sd={}, config={"params": {"embed_dim": 4, "ddconfig": {
+    """comfy.sd.VAE's own bookkeeping (pixel range, 8x factor, memory, devices) around our autoencoder.
+
+    ComfyUI builds a small stand-in KL model from the config first (given its own weights, so that it logs no
+    missing keys); our autoencoder then takes its place."""
+    params = {"embed_dim": 4, "ddconfig": {
         "double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-        "ch_mult": [1], "num_res_blocks": 0, "attn_resolutions": [], "dropout": 0.0}}})
+        "ch_mult": [1], "num_res_blocks": 0, "attn_resolutions": [], "dropout": 0.0}}
+    vae = comfy.sd.VAE(sd=AutoencoderKL(**params).state_dict(), config={"params": params})
     autoencoder = autoencoder.to(vae.vae_dtype).eval()
     vae.first_stage_model = autoencoder
     vae.patcher = comfy.model_patcher.ModelPatcher(

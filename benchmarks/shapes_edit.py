@@ -1,6 +1,6 @@
 """Does Tune-A-Video work, and does each part of it matter? Measured on the demo model's shapes world.
 
-    .venv/bin/python benchmarks/shapes_edit.py                  # 8 clips x 4 edits x 6 variants (~15 min, 2 cores)
+    .venv/bin/python benchmarks/shapes_edit.py                  # 8 clips x 4 edits x 7 variants (~20 min, 2 cores)
     .venv/bin/python benchmarks/shapes_edit.py --clips 1 --edits shape --variants full,per_frame_t2i --tune-steps 10
 
 Every clip runs as one real ComfyUI graph on a headless server (TAV Load Demo Model -> Load Video ->
@@ -22,6 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     settings = Settings(args.frames, args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg)
     variants, edits = args.variants.split(","), args.edits.split(",")
     scores = defaultdict(list)  # (variant, kind) -> [EditScore]
-    sheet_rows: list[tuple[str, np.ndarray]] = []
+    sheet_rows: list[tuple[str, np.ndarray]] = []  # the first clip: source, then every edit by every variant
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tav-shapes-edit-"))
     started = time.monotonic()
     with ComfyServer(comfyui_path(), workdir) as server:
@@ -163,14 +164,13 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             history = server.run_prompt(prompt, timeout=3600)
             if history["status"].get("status_str") != "success":
                 raise RuntimeError(f"clip {seed}: {history_error(history)}\n{server.log()[-3000:]}")
-            for (variant, kind), node in saves.items():
+            if number == 0:
+                sheet_rows.append((f"source: {clip.caption}", clip.frames))
+            for (variant, kind), node in sorted(saves.items(), key=lambda item: list(targets).index(item[0][1])):
                 frames = read_frames(server.output_files(history, node))
                 scores[variant, kind].append(score_edit(frames, clip.frames, targets[kind]))
                 if number == 0 and kind != "source":
                     sheet_rows.append((f"{kind}: {variant}", frames))
-            if number == 0:
-                sheet_rows = [(f"source: {clip.caption}", clip.frames)] + sorted(
-                    sheet_rows, key=lambda row: (EDITS.index(row[0].split(":")[0]), row[0]))
             print(f"[shapes_edit] clip {number + 1}/{args.clips}: {clip.caption}, "
                   f"{time.monotonic() - clip_started:.0f} s", flush=True)
     summary = {variant: averages(scores, variant, edits) for variant in variants}

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     report = format_report(scores, summary, edits, settings, args, time.monotonic() - started)
     out = Path(args.out)
     out.write_text(report)
-    write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_edit, clip seed {args.first_seed}")
+    write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_edit, clip seed {args.first_seed}", scale=1)
     print(report)
     print(f"[shapes_edit] wrote {out} and {out.with_suffix('.png')}")
     return summary

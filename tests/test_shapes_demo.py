@@ -43,7 +43,7 @@ def test_short_benchmark_case(tmp_path):
     report = out.read_text()
     assert "| full |" in report and "| per_frame_t2i |" in report
     sheet = cv2.imread(str(out.with_suffix(".png")))
-    assert sheet.shape[0] == 28 + 3 * 128  # source row + one row per variant
+    assert sheet.shape[0] == 28 + 3 * 64  # source row + one row per variant
     full, per_frame = summary["full"], summary["per_frame_t2i"]
     assert full["recon_psnr"] >= 18.0
     assert full["text_alignment"] >= 0.75

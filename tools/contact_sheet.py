@@ -7,13 +7,14 @@ import numpy as np
 LABEL_WIDTH, SCALE = 220, 2
 
 
-def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> None:
-    """rows: (label, (F, H, W, 3) RGB uint8 frames); written to a temporary name first, then renamed."""
+def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], title: str, scale: int = SCALE) -> None:
+    """rows: (label, (F, H, W, 3) RGB uint8 frames), frames enlarged `scale` times; written to a temporary
+    name first, then renamed."""
     import cv2
 
     canvas_rows = []
     for label, frames in rows:
-        strip = np.concatenate(list(frames), axis=1).repeat(SCALE, 0).repeat(SCALE, 1)
+        strip = np.concatenate(list(frames), axis=1).repeat(scale, 0).repeat(scale, 1)
         label_box = np.full((strip.shape[0], LABEL_WIDTH, 3), 255, np.uint8)
         for line_number, text in enumerate(_wrap(label, 30)):
             cv2.putText(label_box, text, (4, 18 + 16 * line_number), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,

@@ -7,4 +7,4 @@ bash "$ROOT/scripts/dev_env.sh"
 cd "$ROOT"
 VENV="${TAV_VENV:-.venv}"
 "$VENV/bin/ruff" check .
-exec "$VENV/bin/python" -m pytest "$@"
+exec "$VENV/bin/python" -m pytest tests "$@"   # tests/pytest.ini says why the folder is named

@@ -12,7 +12,9 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # newer ComfyUI: a combo whose choice brings inputs of its own
 VIRTUAL_NODES = {"Note", "MarkdownNote"}
+MISSING = object()
 
 
 def free_port() -> int:
@@ -142,14 +144,7 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
         info = object_info[node["type"]]
         values = iter(node.get("widgets_values") or [])
         inputs = {}
-        for name, spec in _schema_inputs(info):
-            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
-            if isinstance(kind, list) or kind in WIDGET_TYPES:
-                inputs[name] = next(values)
-                if options.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
-                    next(values)
-                if any(options.get(upload) for upload in ("image_upload", "video_upload", "audio_upload")):
-                    next(values)
+        _map_widgets(_schema_inputs(info["input"], info.get("input_order")), values, "", inputs)
         for slot in node.get("inputs", []):
             if slot.get("link") is not None:
                 origin = links[slot["link"]]
@@ -158,8 +153,46 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
-def _schema_inputs(info: dict):
-    order = info.get("input_order") or {group: list(info["input"].get(group, {})) for group in ("required", "optional")}
+def _default(kind, options: dict):
+    if "default" in options:
+        return options["default"]
+    choices = kind if isinstance(kind, list) else options.get("options", [])
+    if choices:
+        return choices[0]
+    raise ValueError(f"the workflow has no value for an input without a default ({kind}): save it again in the UI")
+
+
+def _map_widgets(schema_inputs, values, prefix: str, inputs: dict) -> None:
+    """Widget values, in order, onto the inputs they belong to; a dynamic combo's chosen option brings its own
+    inputs (named "<combo>.<input>", as newer ComfyUI expects) right after it."""
+    for name, spec in schema_inputs:
+        kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+        if not (isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO):
+            continue
+        value = next(values, MISSING)
+        # A workflow saved by an older ComfyUI lacks the values of inputs added since: their defaults.
+        inputs[prefix + name] = _default(kind, options) if value is MISSING else value
+        if options.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
+            next(values, None)
+        if any(options.get(upload) for upload in ("image_upload", "video_upload", "audio_upload")):
+            next(values, None)
+        if kind == DYNAMIC_COMBO:
+            chosen = next(option for option in options["options"] if option["key"] == inputs[prefix + name])
+            _map_widgets(_schema_inputs(chosen["inputs"]), values, f"{prefix}{name}.", inputs)
+
+
+def _default(kind, options: dict):
+    if "default" in options:
+        return options["default"]
+    choices = kind if isinstance(kind, list) else [o["key"] if isinstance(o, dict) else o
+                                                   for o in options.get("options", [])]
+    if choices:
+        return choices[0]
+    raise ValueError(f"the workflow has no value for an input without a default ({kind}): save it again in the UI")
+
+
+def _schema_inputs(schema: dict, order: dict | None = None):
+    order = order or {group: list(schema.get(group, {})) for group in ("required", "optional")}
     for group in ("required", "optional"):
         for name in order.get(group, []):
-            yield name, info["input"][group][name]
+            yield name, schema[group][name]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
-DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # newer ComfyUI: a combo whose choice brings inputs of its own
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # newer ComfyUI: a combo whose options bring inputs of their own
 VIRTUAL_NODES = {"Note", "MarkdownNote"}
 MISSING = object()
 
@@ -144,7 +144,7 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
         info = object_info[node["type"]]
         values = iter(node.get("widgets_values") or [])
         inputs = {}
-        _map_widgets(_schema_inputs(info["input"], info.get("input_order")), values, "", inputs)
+        _map_widgets(_schema_inputs(info["input"], info.get("input_order")), values, inputs)
         for slot in node.get("inputs", []):
             if slot.get("link") is not None:
                 origin = links[slot["link"]]
@@ -162,23 +162,20 @@ def _default(kind, options: dict):
     raise ValueError(f"the workflow has no value for an input without a default ({kind}): save it again in the UI")
 
 
-def _map_widgets(schema_inputs, values, prefix: str, inputs: dict) -> None:
-    """Widget values, in order, onto the inputs they belong to; a dynamic combo's chosen option brings its own
-    inputs (named "<combo>.<input>", as newer ComfyUI expects) right after it."""
+def _map_widgets(schema_inputs, values, inputs: dict) -> None:
+    """Widget values, in order, onto the inputs they belong to. A newer ComfyUI's dynamic combo counts as one
+    widget (its options' own inputs are not expanded: the frontend queues such a combo the same way)."""
     for name, spec in schema_inputs:
         kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
         if not (isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO):
             continue
         value = next(values, MISSING)
         # A workflow saved by an older ComfyUI lacks the values of inputs added since: their defaults.
-        inputs[prefix + name] = _default(kind, options) if value is MISSING else value
+        inputs[name] = _default(kind, options) if value is MISSING else value
         if options.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
             next(values, None)
         if any(options.get(upload) for upload in ("image_upload", "video_upload", "audio_upload")):
             next(values, None)
-        if kind == DYNAMIC_COMBO:
-            chosen = next(option for option in options["options"] if option["key"] == inputs[prefix + name])
-            _map_widgets(_schema_inputs(chosen["inputs"]), values, f"{prefix}{name}.", inputs)
 
 
 def _default(kind, options: dict):

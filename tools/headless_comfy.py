@@ -153,15 +153,6 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
-def _default(kind, options: dict):
-    if "default" in options:
-        return options["default"]
-    choices = kind if isinstance(kind, list) else options.get("options", [])
-    if choices:
-        return choices[0]
-    raise ValueError(f"the workflow has no value for an input without a default ({kind}): save it again in the UI")
-
-
 def _map_widgets(schema_inputs, values, inputs: dict) -> None:
     """Widget values, in order, onto the inputs they belong to. A newer ComfyUI's dynamic combo counts as one
     widget (its options' own inputs are not expanded: the frontend queues such a combo the same way)."""

@@ -28,6 +28,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 class Plan:
     attention: str = "sparse_causal"
     temporal_layers: bool = True
+    groupnorm: str = "per_frame"  # Inflate UNet's default; "per_video" pools over frames as the reference
     tuned: bool = True
     inverted: bool = True
     negative: str = "empty"  # the paper's empty negative prompt, or "source": the source caption
@@ -40,6 +41,7 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "no_inversion": Plan(inverted=False),
     "full_attention": Plan(attention="full"),
     "no_temporal_layers": Plan(temporal_layers=False),
+    "per_video_groupnorm": Plan(groupnorm="per_video"),
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
@@ -54,6 +56,7 @@ class Settings:
     learning_rate: float
     ddim_steps: int
     cfg: float
+    inversion_strength: float
 
 
 class Graph:
@@ -111,11 +114,11 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 sampler_name="ddim", scheduler="ddim_uniform", positive=prompt, negative=empty,
                                 latent_image=fresh, denoise=1.0)
             else:
-                key = (plan.attention, plan.temporal_layers, plan.tuned)
+                key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned)
                 if key not in tuned:
                     video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
                                          temporal_layers=plan.temporal_layers, temporal_position_encoding="none",
-                                         groupnorm="per_video"), 0]
+                                         groupnorm=plan.groupnorm), 0]
                     if plan.tuned:
                         video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
                                              conditioning=source, steps=settings.tune_steps,
@@ -124,7 +127,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                     tuned[key] = video_model
                 if plan.inverted and key not in inverted:
                     inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
-                                           steps=settings.ddim_steps, inversion_strength=1.0), 0]
+                                           steps=settings.ddim_steps,
+                                           inversion_strength=settings.inversion_strength), 0]
                 sampled = g.add("TAV_Sample", model=tuned[key], positive=prompt,
                                 negative=source if plan.negative == "source" else empty,
                                 latent=inverted[key] if plan.inverted else fresh, steps=settings.ddim_steps,
@@ -145,7 +149,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from headless_comfy import ComfyServer, history_error
     from shapes_clips import write_lossless_mp4
 
-    settings = Settings(args.frames, args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg)
+    settings = Settings(args.frames, args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg,
+                        args.inversion_strength)
     variants, edits = args.variants.split(","), args.edits.split(",")
     scores = defaultdict(list)  # (variant, kind) -> [EditScore]
     sheet_rows: list[tuple[str, np.ndarray]] = []  # the first clip: source, then every edit by every variant
@@ -176,6 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     summary = {variant: averages(scores, variant, edits) for variant in variants}
     report = format_report(scores, summary, edits, settings, args, time.monotonic() - started)
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_edit, clip seed {args.first_seed}", scale=1)
     print(report)
@@ -203,7 +209,8 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
         "",
         f"{args.clips} clips x {len(edits)} edits ({', '.join(edits)}), {settings.frames} frames at 64x64; "
         f"One-Shot Tune {settings.tune_steps} steps at lr {settings.learning_rate:g}; DDIM {settings.ddim_steps} "
-        f"steps, cfg {settings.cfg:g}; {seconds / 60:.1f} min. Command: `{' '.join(['python'] + sys.argv)}`",
+        f"steps, cfg {settings.cfg:g}, inversion strength {settings.inversion_strength:g}; {seconds / 60:.1f} min. "
+        f"Command: `{' '.join(['python'] + sys.argv)}`",
         "",
         "| variant | text alignment | motion error (px) | object found | consistency | area change | "
         "recon PSNR (dB) |",
@@ -220,12 +227,13 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
         cells = [f"{row['text_alignment']:.2f} / {row['motion_error']:.1f}"
                  for row in (averages(scores, variant, [kind]) for kind in edits)]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines += ["", "Variants: full = Inflate UNet (sparse-causal attention, temporal layers) -> One-Shot Tune -> "
-              "DDIM Invert Video (empty prompt) -> TAV Sample (empty negative prompt), as the paper; "
-              "full_source_negative = the same with the source caption as TAV Sample's negative prompt; no_tuning "
-              "skips One-Shot Tune; no_inversion samples the tuned model from fresh noise; full_attention and "
-              "no_temporal_layers change Inflate UNet; per_frame_t2i samples every frame alone from fresh noise "
-              "with the stock KSampler (no inflation).", "",
+    lines += ["", "Variants: full = Inflate UNet (sparse-causal attention, temporal layers, per-frame GroupNorm) "
+              "-> One-Shot Tune -> DDIM Invert Video (empty prompt) -> TAV Sample (empty negative prompt), as the "
+              "paper; full_source_negative = the same with the source caption as TAV Sample's negative prompt; "
+              "no_tuning skips One-Shot Tune; no_inversion samples the tuned model from fresh noise; full_attention, "
+              "no_temporal_layers and per_video_groupnorm (statistics pooled over the frames, as the reference's 3D "
+              "ResNet blocks) change Inflate UNet; per_frame_t2i samples every frame alone from fresh noise with "
+              "the stock KSampler (no inflation).", "",
               "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
               "both show an object (frames without one count against text alignment and object found); "
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--ddim-steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--inversion-strength", type=float, default=1.0)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_edit.md"))
     parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")
     args = parser.parse_args(argv)

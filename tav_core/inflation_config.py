@@ -22,8 +22,8 @@ class PositionEncoding(str, Enum):
 class GroupNormMode(str, Enum):
     """Where ResNet GroupNorm statistics are pooled."""
 
+    PER_FRAME = "per_frame"  # each frame alone, as the image model was trained (the default)
     PER_VIDEO = "per_video"  # over all frames of a video, as the reference's 3D ResNet blocks
-    PER_FRAME = "per_frame"  # each frame alone, as the image model
 
 
 @dataclass(frozen=True)
@@ -31,4 +31,4 @@ class InflationConfig:
     attention: AttentionMode = AttentionMode.SPARSE_CAUSAL
     temporal_layers: bool = True
     temporal_position_encoding: PositionEncoding = PositionEncoding.NONE
-    groupnorm: GroupNormMode = GroupNormMode.PER_VIDEO
+    groupnorm: GroupNormMode = GroupNormMode.PER_FRAME

@@ -5,13 +5,16 @@
 
 1. Autoencoder: object pixels weighted x10 (shape detail is what the small latent loses first), a tiny
    KL term; then its latents are rescaled so that SD1's 0.18215 gives them unit spread.
-2. Text: ComfyUI's CLIP classes with the stock SD1 tokenizer, a 2-layer model kept at its seeded weights
-   (captions of this world differ in a few words; the UNet learns to read them through cross-attention).
-3. UNet: SD1.x-config UNetModel, epsilon target, SD's schedule, 10 % caption dropout for guidance, EMA.
+2. Text: ComfyUI's CLIP classes with the stock SD1 tokenizer, a 2-layer model trained with the UNet (captions
+   of this world differ in one or two words; a frozen random encoder makes them near twins, which left
+   guidance weak and edits of one attribute unreliable).
+3. UNet: SD1.x-config UNetModel, epsilon target, SD's schedule, 10 % caption dropout for guidance, EMA of
+   both models.
 4. Quality gate: --gate random prompts sampled through ComfyUI (DDIM 25 steps, cfg 2), decoded and judged.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -100,11 +103,22 @@ def autoencoder_quality(autoencoder, seed: int) -> dict:
     }
 
 
-def caption_embeddings(clip, captions: list[str]):
-    import torch
+def caption_tokens(clip, captions: list[str]) -> list[list[int]]:
+    """Token ids as CLIPTextEncode gives them to the text model (one 77-token section per caption)."""
+    return [[token for token, _ in clip.tokenize(text)["l"][0]] for text in captions]
 
-    with torch.no_grad():
-        return torch.cat([clip.encode_from_tokens(clip.tokenize(text)) for text in captions])
+
+@contextlib.contextmanager
+def trainable_text_model(text_model):
+    """ComfyUI's CLIP layers add their residuals in place (x += attn(norm(x))), which autograd refuses when the
+    norm saved x for backward; the norms get a copy of their input while training."""
+    norms = [m for name, m in text_model.named_modules() if name.endswith(("layer_norm1", "layer_norm2"))]
+    handles = [norm.register_forward_pre_hook(lambda _, inputs: (inputs[0].clone(), *inputs[1:])) for norm in norms]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def train_unet(args, autoencoder, clip, rng):
@@ -114,7 +128,10 @@ def train_unet(args, autoencoder, clip, rng):
     from comfyui_tune_a_video.tav_core.shapes_world import all_captions
 
     captions = all_captions()
-    embeddings = caption_embeddings(clip, captions + [""])  # last row: the empty caption, for guidance
+    tokens = caption_tokens(clip, captions + [""])  # last row: the empty caption, for guidance
+    text_model = clip.cond_stage_model.clip_l
+    served_dtype = next(text_model.transformer.parameters()).dtype  # ComfyUI serves it in fp16 on a CPU too
+    text_model.transformer.float()
     index = {text: i for i, text in enumerate(captions)}
     images, scenes = scene_images(rng, args.dataset)
     with torch.no_grad():
@@ -127,38 +144,42 @@ def train_unet(args, autoencoder, clip, rng):
     model = unet.model.diffusion_model
     init_seeded(model, args.seed, zero=("out.2.weight", "out.2.bias", "out_layers.3.weight", "out_layers.3.bias",
                                         "proj_out.weight", "proj_out.bias"))
-    model.train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    trained = torch.nn.ModuleDict({"unet": model, "text": text_model.transformer}).train().requires_grad_(True)
+    ema = copy.deepcopy(trained).eval().requires_grad_(False)
     sigmas = unet.model.model_sampling.sigmas.float()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed)
     deadline, step = time.monotonic() + 60 * args.unet_minutes, 0
-    while time.monotonic() < deadline:
-        pick = torch.randint(0, len(latents), (args.unet_batch,), generator=generator)
-        x0 = latents[pick]
-        ids = caption_ids[pick].clone()
-        ids[torch.rand(len(ids), generator=generator) < CAPTION_DROPOUT] = len(captions)
-        t = torch.randint(0, len(sigmas), (len(pick),), generator=generator)
-        sigma = sigmas[t].view(-1, 1, 1, 1)
-        noise = torch.randn(x0.shape, generator=generator)
-        model_input = (x0 + sigma * noise) / torch.sqrt(1 + sigma**2)
-        prediction = model(model_input, t.float(), context=embeddings[ids])
-        loss = torch.nn.functional.mse_loss(prediction, noise)
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / 300)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(args.ema, (1 + step) / (10 + step))
-            for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
-                averaged.lerp_(current, 1 - decay)
-        step += 1
-        if step % 200 == 0:
-            log(f"unet step {step}: loss {loss.item():.4f}")
-    model.load_state_dict(ema.state_dict())
-    model.eval().requires_grad_(False)
+    with trainable_text_model(text_model):
+        while time.monotonic() < deadline:
+            pick = torch.randint(0, len(latents), (args.unet_batch,), generator=generator)
+            x0 = latents[pick]
+            ids = caption_ids[pick].clone()
+            ids[torch.rand(len(ids), generator=generator) < CAPTION_DROPOUT] = len(captions)
+            unique_ids, position = ids.unique(return_inverse=True)
+            context = text_model([tokens[i] for i in unique_ids.tolist()])[0][position]
+            t = torch.randint(0, len(sigmas), (len(pick),), generator=generator)
+            sigma = sigmas[t].view(-1, 1, 1, 1)
+            noise = torch.randn(x0.shape, generator=generator)
+            model_input = (x0 + sigma * noise) / torch.sqrt(1 + sigma**2)
+            prediction = model(model_input, t.float(), context=context)
+            loss = torch.nn.functional.mse_loss(prediction, noise)
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * min(1.0, (step + 1) / 300)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(args.ema, (1 + step) / (10 + step))
+                for averaged, current in zip(ema.parameters(), trained.parameters(), strict=True):
+                    averaged.lerp_(current, 1 - decay)
+            step += 1
+            if step % 200 == 0:
+                log(f"unet step {step}: loss {loss.item():.4f}")
+    trained.load_state_dict(ema.state_dict())
+    trained.eval().requires_grad_(False)
+    text_model.transformer.to(served_dtype)
     log(f"unet: {step} steps")
     return unet, step
 

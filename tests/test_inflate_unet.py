@@ -52,7 +52,7 @@ def test_frame0_equals_image_model_with_per_frame_norm(sd1):
 
 
 def test_per_video_groupnorm_equals_torch_groupnorm_on_5d_video(sd1):
-    video_model = inflated(sd1)
+    video_model = inflated(sd1, groupnorm=GroupNormMode.PER_VIDEO)
     load_for_inference(video_model)
     seen = []
     hooks = [

@@ -31,7 +31,7 @@ SD_LATENT_SCALE = 0.18215
 OBJECT_WEIGHT = 10.0
 KL_WEIGHT = 1e-6
 CAPTION_DROPOUT = 0.1
-GATE_CFG, GATE_STEPS = 2.0, 25  # this toy model keeps shapes best at low guidance (cfg 3: 84 %, 5: 78 %)
+GATE_CFG, GATE_STEPS = 2.0, 25  # this toy model keeps shapes best at low guidance (cfg 3: 86 %, 5: 82.5 %)
 
 
 def log(message: str) -> None:

@@ -45,6 +45,17 @@ def sample_ddim_inversion(model, x, sigmas, extra_args=None, callback=None, disa
     return x
 
 
+def cancellable(callback):
+    """A sampler step callback that also honours Cancel at every step: newer ComfyUI throttles progress
+    updates (and so the server hook that raises on Cancel) to one per 100 ms."""
+
+    def step(*args):
+        check_cancel()
+        return callback(*args)
+
+    return step
+
+
 def inversion_sampler() -> comfy.samplers.KSAMPLER:
     return comfy.samplers.KSAMPLER(sample_ddim_inversion)
 
@@ -108,7 +119,7 @@ def sample_video(
     )
     result = comfy.sample.sample_custom(
         model, noise, cfg, sampler, sigmas, positive, negative, samples,
-        callback=latent_preview.prepare_callback(model, len(sigmas) - 1),
+        callback=cancellable(latent_preview.prepare_callback(model, len(sigmas) - 1)),
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
     )
     out = {key: value for key, value in latent.items() if key != INVERSION_KEY}

@@ -35,7 +35,6 @@ def sample_ddim_inversion(model, x, sigmas, extra_args=None, callback=None, disa
     x = same_input_at(x, 0.0, schedule[0])  # the clean latent, read as sitting at alphas_cumprod[0]
     ones = x.new_ones([x.shape[0]])
     for i in trange(len(schedule) - 1, disable=disable):
-        check_cancel()
         sigma_cur, sigma_next = schedule[i], schedule[i + 1]
         x_model = same_input_at(x, sigma_cur, sigma_next)
         denoised = model(x_model, sigma_next * ones, **extra_args)
@@ -46,8 +45,8 @@ def sample_ddim_inversion(model, x, sigmas, extra_args=None, callback=None, disa
 
 
 def cancellable(callback):
-    """A sampler step callback that also honours Cancel at every step: newer ComfyUI throttles progress
-    updates (and so the server hook that raises on Cancel) to one per 100 ms."""
+    """A sampler step callback that also honours Cancel at every step (inversion and sampling alike): newer
+    ComfyUI throttles progress updates, and so the server hook that raises on Cancel, to one per 100 ms."""
 
     def step(*args):
         check_cancel()
@@ -72,7 +71,7 @@ def invert_video(model, latent: dict, conditioning: list, steps: int, strength: 
     descending = sigmas[total - inverted:]
     inverted_samples = comfy.sample.sample_custom(
         model, torch.zeros_like(samples), 1.0, inversion_sampler(), descending, conditioning, conditioning,
-        samples, callback=latent_preview.prepare_callback(model, inverted),
+        samples, callback=cancellable(latent_preview.prepare_callback(model, inverted)),
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0,
     )
     record = InversionRecord(

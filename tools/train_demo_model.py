@@ -1,10 +1,15 @@
 """Train the embedded shapes-world demo model (a toy; reproducible from its seed) and check its quality.
 
-    .venv/bin/python tools/train_demo_model.py                       # ~45 min on a 2-core CPU
+    .venv/bin/python tools/train_demo_model.py                       # ~55 min on a 2-core CPU
     .venv/bin/python tools/train_demo_model.py --vae-minutes 0.3 --unet-minutes 0.5 --gate 8 --out /tmp/x.safetensors
 
 1. Autoencoder: object pixels weighted x10 (shape detail is what the small latent loses first), a tiny
-   KL term; then its latents are rescaled so that SD1's 0.18215 gives them unit spread.
+   KL term, and a structure channel: latent channel 0 is held to the object's coverage of each 8x8 cell,
+   at the other channels' spread. Without it the latent said where the object is only through its colour,
+   and on a gray background some colours came out with opposite signs (green vs red: cosine -0.51), so an
+   inverted green object repelled a red one and colour edits lost the motion. SD's latents carry structure
+   (edges, luminance) apart from colour; this channel gives the toy that property. Then the latents are
+   rescaled so that SD1's 0.18215 gives them unit spread.
 2. Text: ComfyUI's CLIP classes with the stock SD1 tokenizer, a 2-layer model trained with the UNet (captions
    of this world differ in one or two words; a frozen random encoder makes them near twins, which left
    guidance weak and edits of one attribute unreliable).
@@ -30,6 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 SD_LATENT_SCALE = 0.18215
 OBJECT_WEIGHT = 10.0
 KL_WEIGHT = 1e-6
+STRUCTURE_WEIGHT = 0.3
+STRUCTURE_SCALE = 2.0  # channel 0's swing, in units of the other channels' spread: structure is settled first
 CAPTION_DROPOUT = 0.1
 GATE_CFG, GATE_STEPS = 2.0, 25  # this toy model keeps shapes best at low guidance (cfg 3: 86 %, 5: 82.5 %)
 
@@ -70,6 +77,7 @@ def train_autoencoder(args, rng):
         reconstruction = autoencoder.decode(z)
         kl = 0.5 * (mean**2 + log_variance.exp() - 1 - log_variance).mean()
         loss = (weights * (reconstruction - x) ** 2).mean() + KL_WEIGHT * kl
+        loss = loss + STRUCTURE_WEIGHT * structure_loss(mean, images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -83,6 +91,19 @@ def train_autoencoder(args, rng):
         autoencoder.rescale_latents(float(1.0 / SD_LATENT_SCALE / latents.std()))
     log(f"autoencoder: {step} steps")
     return autoencoder
+
+
+def structure_loss(mean, images: np.ndarray):
+    """Channel 0 against the object's coverage of each latent cell (-1 none, +1 full, times STRUCTURE_SCALE),
+    in units of the other channels' spread: louder than what they carry (colours), so that noise hides it
+    last and sampling settles where the object is before what it looks like, as in SD's latents."""
+    import torch
+    from comfyui_tune_a_video.tav_core.demo_autoencoder import FACTOR
+    from comfyui_tune_a_video.tav_core.shapes_world import object_coverage
+
+    coverage = torch.from_numpy(object_coverage(images, FACTOR)).unsqueeze(1)
+    spread = mean[:, 1:].detach().std()
+    return ((mean[:, :1] / spread - STRUCTURE_SCALE * (2.0 * coverage - 1.0)) ** 2).mean()
 
 
 def autoencoder_quality(autoencoder, seed: int) -> dict:
@@ -212,9 +233,9 @@ def quality_gate(unet, clip, vae, prompts: int, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-minutes", type=float, default=8.0)
+    parser.add_argument("--vae-minutes", type=float, default=9.0)
     parser.add_argument("--vae-batch", type=int, default=64)
-    parser.add_argument("--unet-minutes", type=float, default=34.0)
+    parser.add_argument("--unet-minutes", type=float, default=38.0)
     parser.add_argument("--unet-batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.999)

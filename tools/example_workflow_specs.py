@@ -11,7 +11,7 @@ TUNED_WEIGHTS = "my_clip.safetensors"
 SOURCE_CAPTION = "a jeep car is moving on the road"
 DEMO_CLIP = "shapes_demo_arc.mp4"  # in demo_model/clips/
 DEMO_SOURCE_CAPTION = "a red circle on a blue background"
-DEMO_EDIT_CAPTION = "a red square on a blue background"
+DEMO_EDIT_CAPTION = "a red triangle on a blue background"
 DEMO_TUNE_STEPS, DEMO_LEARNING_RATE, DEMO_DDIM_STEPS, DEMO_CFG = 300, 3e-4, 25, 3.0
 
 
@@ -84,7 +84,7 @@ def tune_nodes(x: int, save_name: str = "") -> list[Node]:
     return [
         Node("inflate", "TAV_InflateUNet", (x, 0), {
             "attention": "sparse_causal", "temporal_layers": True, "temporal_position_encoding": "none",
-            "groupnorm": "per_video"}),
+            "groupnorm": "per_frame"}),
         Node("tune", "TAV_OneShotTune", (x, 230), {
             "steps": 500, "learning_rate": 3e-5, "seed": 33, "control_after_generate": "fixed",
             "gradient_checkpointing": True, "precision": "auto", "save_name": save_name, "caption": SOURCE_CAPTION}),

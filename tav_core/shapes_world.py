@@ -89,14 +89,16 @@ def render(scene: Scene, size: int = FRAME_SIZE) -> np.ndarray:
     return image
 
 
-def object_coverage(images: np.ndarray, cell: int) -> np.ndarray:
-    """(N, H/cell, W/cell) fraction of each cell x cell block the object covers, for images (N, H, W, 3).
+def object_mask(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) True where the object is, for images (N, H, W, 3): pixels unlike the top-left one, which is
+    background because objects keep a margin from the border."""
+    return (images != images[:, :1, :1]).any(axis=-1)
 
-    The background is the top-left pixel's colour (objects keep a margin from the border).
-    """
-    covered = (images != images[:, :1, :1]).any(axis=-1).astype(np.float32)
-    count, height, width = covered.shape
-    return covered.reshape(count, height // cell, cell, width // cell, cell).mean(axis=(2, 4))
+
+def object_coverage(mask: np.ndarray, cell: int) -> np.ndarray:
+    """(N, H/cell, W/cell) fraction of each cell x cell block that an object mask (N, H, W) covers."""
+    count, height, width = mask.shape
+    return mask.astype(np.float32).reshape(count, height // cell, cell, width // cell, cell).mean(axis=(2, 4))
 
 
 @dataclass(frozen=True)

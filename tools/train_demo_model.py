@@ -61,7 +61,8 @@ def to_model_range(images: np.ndarray):
 def train_autoencoder(args, rng):
     import torch
     from comfyui_tune_a_video.comfy_glue.demo_model import AUTOENCODER_CONFIG
-    from comfyui_tune_a_video.tav_core.demo_autoencoder import ShapesAutoencoder
+    from comfyui_tune_a_video.tav_core.demo_autoencoder import FACTOR, ShapesAutoencoder
+    from comfyui_tune_a_video.tav_core.shapes_world import object_coverage, object_mask
 
     torch.manual_seed(args.seed)
     autoencoder = ShapesAutoencoder(**AUTOENCODER_CONFIG)
@@ -70,14 +71,15 @@ def train_autoencoder(args, rng):
     while time.monotonic() < deadline:
         images, _ = scene_images(rng, args.vae_batch)
         x = to_model_range(images)
-        background = torch.from_numpy((images == images[:, :1, :1]).all(axis=-1)).unsqueeze(1)
-        weights = torch.where(background, 1.0, OBJECT_WEIGHT)
+        mask = object_mask(images)
+        weights = torch.where(torch.from_numpy(mask).unsqueeze(1), OBJECT_WEIGHT, 1.0)
+        coverage = torch.from_numpy(object_coverage(mask, FACTOR)).unsqueeze(1)
         mean, log_variance = autoencoder.moments(x)
         z = mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
         reconstruction = autoencoder.decode(z)
         kl = 0.5 * (mean**2 + log_variance.exp() - 1 - log_variance).mean()
         loss = (weights * (reconstruction - x) ** 2).mean() + KL_WEIGHT * kl
-        loss = loss + STRUCTURE_WEIGHT * structure_loss(mean, images)
+        loss = loss + STRUCTURE_WEIGHT * structure_loss(mean, coverage)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -93,15 +95,10 @@ def train_autoencoder(args, rng):
     return autoencoder
 
 
-def structure_loss(mean, images: np.ndarray):
+def structure_loss(mean, coverage):
     """Channel 0 against the object's coverage of each latent cell (-1 none, +1 full, times STRUCTURE_SCALE),
     in units of the other channels' spread: louder than what they carry (colours), so that noise hides it
     last and sampling settles where the object is before what it looks like, as in SD's latents."""
-    import torch
-    from comfyui_tune_a_video.tav_core.demo_autoencoder import FACTOR
-    from comfyui_tune_a_video.tav_core.shapes_world import object_coverage
-
-    coverage = torch.from_numpy(object_coverage(images, FACTOR)).unsqueeze(1)
     spread = mean[:, 1:].detach().std()
     return ((mean[:, :1] / spread - STRUCTURE_SCALE * (2.0 * coverage - 1.0)) ** 2).mean()
 

@@ -20,6 +20,9 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle")
 SIZE_RANGE = (8, 14)  # circumradius-like half size in pixels
+BORDER = 2  # background pixels kept between every object and the frame's edge
+SQUARE_HALF_SIDE = 1.25 / math.sqrt(2)  # x half size: a square of similar area to the circle
+TRIANGLE_VERTICES = ((0.0, -1.3), (-1.15, 0.7), (1.15, 0.7))  # x half size, from the centre; pointing up
 PATHS = ("linear", "diagonal", "arc", "bounce")
 
 
@@ -59,13 +62,21 @@ def all_captions() -> list[str]:
     ]
 
 
+def centre_range(shape: str, half: float, size: int = FRAME_SIZE) -> tuple[float, float]:
+    """Lowest and highest x (or y) of a shape's centre that keep the whole shape and BORDER inside the frame
+    (pixel centres at 0 .. size - 1; a triangle's apex reaches 1.3 half sizes above its centre)."""
+    triangle = max(abs(coordinate) for vertex in TRIANGLE_VERTICES for coordinate in vertex)
+    margin = {"circle": 1.0, "square": SQUARE_HALF_SIDE, "triangle": triangle}[shape] * half + BORDER
+    return margin, size - 1 - margin
+
+
 def random_scene(rng: np.random.Generator, size: int = FRAME_SIZE) -> Scene:
     background = str(rng.choice(list(BACKGROUNDS)))
     colour = str(rng.choice([c for c in COLOURS if c != background]))
     half = float(rng.uniform(*SIZE_RANGE))
-    margin = half + 2
-    return Scene(background, colour, str(rng.choice(SHAPES)), float(rng.uniform(margin, size - margin)),
-                 float(rng.uniform(margin, size - margin)), half)
+    shape = str(rng.choice(SHAPES))
+    low, high = centre_range(shape, half, size)
+    return Scene(background, colour, shape, float(rng.uniform(low, high)), float(rng.uniform(low, high)), half)
 
 
 def render(scene: Scene, size: int = FRAME_SIZE) -> np.ndarray:
@@ -80,11 +91,11 @@ def render(scene: Scene, size: int = FRAME_SIZE) -> np.ndarray:
     if scene.shape == "circle":
         cv2.circle(image, (round(cx), round(cy)), round(half), colour, -1, cv2.LINE_8, shift)
     elif scene.shape == "square":
-        side = half / math.sqrt(2) * 1.25  # similar area to the circle
+        side = half * SQUARE_HALF_SIDE
         cv2.rectangle(image, (round(cx - side), round(cy - side)), (round(cx + side), round(cy + side)), colour, -1,
                       cv2.LINE_8, shift)
     else:
-        points = [(cx, cy - 1.3 * half), (cx - 1.15 * half, cy + 0.7 * half), (cx + 1.15 * half, cy + 0.7 * half)]
+        points = [(cx + x * half, cy + y * half) for x, y in TRIANGLE_VERTICES]
         cv2.fillPoly(image, [np.round(np.array(points)).astype(np.int32)], colour, cv2.LINE_8, shift)
     return image
 
@@ -109,9 +120,8 @@ class Clip:
     scenes: tuple[Scene, ...]
 
 
-def path_points(path: str, frames: int, rng: np.random.Generator, margin: float, size: int) -> np.ndarray:
-    """(frames, 2) object centres along a motion path that stays inside the frame."""
-    low, high = margin, size - margin
+def path_points(path: str, frames: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """(frames, 2) object centres along a motion path whose x and y stay within [low, high]."""
     t = np.linspace(0.0, 1.0, frames)
     if path == "linear":
         y = rng.uniform(low, high)
@@ -123,7 +133,7 @@ def path_points(path: str, frames: int, rng: np.random.Generator, margin: float,
             start, end = np.array([low, high]), np.array([high, low])
         return start + (end - start) * t[:, None]
     if path == "arc":
-        centre, radius = size / 2, (high - low) / 2
+        centre, radius = (low + high) / 2, (high - low) / 2
         angles = rng.uniform(0, math.pi) + t * math.pi
         return np.stack([centre + radius * np.cos(angles), centre + radius * 0.6 * np.sin(angles)], axis=1)
     if path == "bounce":  # across and back, reflecting off the wall
@@ -138,7 +148,7 @@ def random_clip(seed: int, frames: int = 8, size: int = FRAME_SIZE, path: str | 
     rng = np.random.default_rng(seed)
     first = random_scene(rng, size)
     path = path or str(rng.choice(PATHS))
-    points = path_points(path, frames, rng, first.size + 2, size)
+    points = path_points(path, frames, rng, *centre_range(first.shape, first.size, size))
     scenes = tuple(Scene(first.background, first.colour, first.shape, float(x), float(y), first.size)
                    for x, y in points)
     return Clip(np.stack([render(s, size) for s in scenes]), first.caption, points, scenes)

@@ -23,6 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
+from train_demo_model import GATE_CFG  # noqa: E402  (the demo model's guidance)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--tune-steps", type=int, default=300)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--ddim-steps", type=int, default=25)
-    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--cfg", type=float, default=GATE_CFG, help="guidance (default: the demo model's)")
     parser.add_argument("--inversion-strength", type=float, default=1.0)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_edit.md"))
     parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")

@@ -3,6 +3,8 @@ UI-format JSON the ComfyUI frontend saves (by building them in the real frontend
 
 from dataclasses import dataclass, field
 
+from train_demo_model import GATE_CFG
+
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 SOURCE_VIDEO = "source_clip.mp4"
 CONTROLNET = "control_v11p_sd15_canny.pth"
@@ -12,7 +14,7 @@ SOURCE_CAPTION = "a jeep car is moving on the road"
 DEMO_CLIP = "shapes_demo_arc.mp4"  # in demo_model/clips/
 DEMO_SOURCE_CAPTION = "a red circle on a blue background"
 DEMO_EDIT_CAPTION = "a red triangle on a blue background"
-DEMO_TUNE_STEPS, DEMO_LEARNING_RATE, DEMO_DDIM_STEPS, DEMO_CFG = 300, 3e-4, 25, 3.0
+DEMO_TUNE_STEPS, DEMO_LEARNING_RATE, DEMO_DDIM_STEPS, DEMO_CFG = 300, 3e-4, 25, GATE_CFG
 
 
 @dataclass
@@ -310,7 +312,7 @@ demo_model/clips/{DEMO_CLIP} of this pack: copy it into ComfyUI's input/ folder,
 clip of the same world (8 frames at 64x64).
 It is tuned on its caption, inverted, and sampled again as "{DEMO_EDIT_CAPTION}": the object
 should change as the caption says and keep the clip's motion.
-The toy model wants low guidance (cfg about 3) and a higher learning rate than the paper's 3e-5;
+The toy model wants low guidance (cfg {DEMO_CFG:g}) and a higher learning rate than the paper's 3e-5;
 `bash scripts/demo.sh` runs this workflow headless and judges the result with OpenCV.
 """, size=(700, 330))],
         [

@@ -23,6 +23,11 @@ SIZE_RANGE = (8, 14)  # circumradius-like half size in pixels
 BORDER = 2  # background pixels kept between every object and the frame's edge
 SQUARE_HALF_SIDE = 1.25 / math.sqrt(2)  # x half size: a square of similar area to the circle
 TRIANGLE_VERTICES = ((0.0, -1.3), (-1.15, 0.7), (1.15, 0.7))  # x half size, from the centre; pointing up
+REACH = {  # farthest any point of the shape lies from its centre along x or y, in half sizes
+    "circle": 1.0,
+    "square": SQUARE_HALF_SIDE,
+    "triangle": max(abs(coordinate) for vertex in TRIANGLE_VERTICES for coordinate in vertex),  # the apex: 1.3
+}
 PATHS = ("linear", "diagonal", "arc", "bounce")
 
 
@@ -64,9 +69,8 @@ def all_captions() -> list[str]:
 
 def centre_range(shape: str, half: float, size: int = FRAME_SIZE) -> tuple[float, float]:
     """Lowest and highest x (or y) of a shape's centre that keep the whole shape and BORDER inside the frame
-    (pixel centres at 0 .. size - 1; a triangle's apex reaches 1.3 half sizes above its centre)."""
-    triangle = max(abs(coordinate) for vertex in TRIANGLE_VERTICES for coordinate in vertex)
-    margin = {"circle": 1.0, "square": SQUARE_HALF_SIDE, "triangle": triangle}[shape] * half + BORDER
+    (pixel centres at 0 .. size - 1)."""
+    margin = REACH[shape] * half + BORDER
     return margin, size - 1 - margin
 
 

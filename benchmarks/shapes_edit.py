@@ -125,7 +125,7 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                         video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
                                              conditioning=source, steps=settings.tune_steps,
                                              learning_rate=settings.learning_rate, seed=seed,
-                                             gradient_checkpointing=False, precision="auto"), 0]
+                                             gradient_checkpointing="off", precision="auto"), 0]
                     tuned[key] = video_model
                 if plan.inverted and key not in inverted:
                     inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,

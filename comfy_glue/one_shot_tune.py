@@ -23,6 +23,7 @@ from torch import nn
 
 from ..tav_core.errors import TAVInputError
 from ..tav_core.tuning import (
+    CheckpointScope,
     NonFiniteLossError,
     TuneSettings,
     resolve_precision,
@@ -64,32 +65,40 @@ class DeltaWeight(nn.Module):
         return weight + self.delta.to(weight.dtype)
 
 
-class CheckpointedForward:
-    """Object patch: non-reentrant activation checkpointing around one UNet layer.
+class TrainingForward:
+    """Object patch for one UNet layer while tuning: optionally torch.compile'd, optionally checkpointed.
 
     Non-reentrant checkpointing gives every trainable parameter its gradient (the reference's
     reentrant checkpointing starved the down blocks). Recomputation runs during backward, after the
     UNet has moved on and rewritten transformer_options["block"], so the layer is recomputed with
     a snapshot of the options and of the video layout it saw in the forward pass.
+    Compilation is regional: layers share one compiled function, specialised per layer kind, shape and
+    (for transformers, whose patches read it) block key, so compile time stays a fraction of the UNet's.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, checkpoint: bool, compile: bool) -> None:
         self.forward = partial(type(module).forward, module)
+        self.checkpoint = checkpoint
+        # Compiling the checkpointed call lets the compiler plan the recomputation itself.
+        self.run = torch.compile(self.run_layer, dynamic=False) if compile else self.run_layer
 
     def __call__(self, *args, **kwargs):
-        if not torch.is_grad_enabled():
+        return self.run(*args, **kwargs)
+
+    def run_layer(self, *args, **kwargs):
+        if not (self.checkpoint and torch.is_grad_enabled()):
             return self.forward(*args, **kwargs)
         videos = peek_videos()
         frozen_args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
         frozen_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
 
-        def run(*call_args, **call_kwargs):
+        def recomputable(*call_args, **call_kwargs):
             call_args = tuple(dict(a) if isinstance(a, dict) else a for a in call_args)
             call_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in call_kwargs.items()}
             with videos_in_batch(videos) if videos is not None else nullcontext():
                 return self.forward(*call_args, **call_kwargs)
 
-        return torch.utils.checkpoint.checkpoint(run, *frozen_args, use_reentrant=False, **frozen_kwargs)
+        return torch.utils.checkpoint.checkpoint(recomputable, *frozen_args, use_reentrant=False, **frozen_kwargs)
 
 
 class _TuningSampler(comfy.samplers.Sampler):
@@ -141,13 +150,19 @@ def use_ordinary_tensors(module: nn.Module) -> None:
                     sub._buffers[name] = buffer.clone()
 
 
-def checkpoint_sites(model) -> list[tuple[str, nn.Module]]:
-    """ResNet blocks and spatial transformers (with their temporal layers): the checkpointed units."""
+def layer_sites(model) -> list[tuple[str, nn.Module]]:
+    """ResNet blocks and spatial transformers (with their temporal layers): the units checkpointed or compiled."""
     return [
         (f"diffusion_model.{name}", module)
         for name, module in supported_unet(model).named_modules()
         if isinstance(module, (ResBlock, SpatialTransformer))
     ]
+
+
+def checkpointed(module: nn.Module, scope: CheckpointScope) -> bool:
+    if scope == CheckpointScope.BLOCKS:
+        return True
+    return scope == CheckpointScope.TRANSFORMERS and isinstance(module, SpatialTransformer)
 
 
 def output_gain(model_sampling, sigma: torch.Tensor) -> float:
@@ -193,9 +208,13 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         temporal = training_temporal_layers(model)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
-        if settings.gradient_checkpointing:
-            for path, module in checkpoint_sites(model):
-                trainer.add_object_patch(f"{path}.forward", CheckpointedForward(module))
+        scope = CheckpointScope(settings.gradient_checkpointing)
+        sites = layer_sites(model)
+        for path, module in sites:
+            if settings.compile or checkpointed(module, scope):
+                trainer.add_object_patch(
+                    f"{path}.forward", TrainingForward(module, checkpointed(module, scope), settings.compile)
+                )
 
         comfy.model_management.load_models_gpu(
             [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
@@ -217,6 +236,8 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
                 noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
                 sigmas = sigma.expand(frames).to(x0.device)
                 noisy = model_sampling.noise_scaling(sigmas, noise, x0)
+                if settings.channels_last:
+                    noisy = noisy.contiguous(memory_format=torch.channels_last)
                 denoised = model_wrap(noisy, sigmas, **extra_args)
                 return target_mse(denoised, x0, output_gain(model_sampling, sigma))
 
@@ -230,11 +251,14 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
 
         guider = _TuneGuider(trainer)
         guider.set_conds(conditioning)
+        # Every layer may need its own specialisation of the shared compiled function: room for all of them.
+        compile_room = torch._dynamo.config.patch(recompile_limit=2 * len(sites)) if settings.compile else nullcontext()
         try:
-            guider.sample(
-                torch.zeros_like(samples), samples, _TuningSampler(train),
-                sigmas=torch.ones(1), seed=settings.seed, disable_pbar=True,
-            )
+            with compile_room:
+                guider.sample(
+                    torch.zeros_like(samples), samples, _TuningSampler(train),
+                    sigmas=torch.ones(1), seed=settings.seed, disable_pbar=True,
+                )
         except NonFiniteLossError as error:
             raise TAVInputError(
                 NODE, "learning_rate", f"training diverged: {error}.",

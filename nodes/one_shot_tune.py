@@ -7,7 +7,7 @@ from ..comfy_glue.model_folders import save_tuned_weights
 from ..comfy_glue.one_shot_tune import NODE, tune
 from ..tav_core.errors import TAVInputError
 from ..tav_core.loss_curve import draw_loss_curve
-from ..tav_core.tuning import PrecisionChoice, TuneSettings
+from ..tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
 from .common import CATEGORY, TUNED_WEIGHTS
 
 
@@ -45,9 +45,14 @@ class OneShotTune(io.ComfyNode):
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                     tooltip="Seed for the timesteps and noise drawn at each step; same seed, same result.",
                 ),
-                io.Boolean.Input(
-                    "gradient_checkpointing", default=True,
-                    tooltip="Recompute activations during backward: much less memory, about a third slower.",
+                io.Combo.Input(
+                    "gradient_checkpointing", options=[c.value for c in CheckpointScope],
+                    default=CheckpointScope.BLOCKS.value,
+                    tooltip=(
+                        "Which layers recompute their activations during backward instead of keeping them. "
+                        "blocks: every ResNet block and transformer, least memory; transformers: only the "
+                        "attention layers, faster, more memory; off: fastest, most memory. The result is the same."
+                    ),
                 ),
                 io.Combo.Input(
                     "precision", options=[p.value for p in PrecisionChoice], default=PrecisionChoice.AUTO.value,
@@ -80,9 +85,11 @@ class OneShotTune(io.ComfyNode):
     @classmethod
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
-        gradient_checkpointing: bool, precision: str, save_name: str = "", caption: str = "",
+        gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
     ) -> io.NodeOutput:
-        settings = TuneSettings(steps, learning_rate, seed, gradient_checkpointing, PrecisionChoice(precision))
+        settings = TuneSettings(
+            steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision)
+        )
         result = tune(model, latents, conditioning, settings, caption=caption)
         if save_name.strip():
             try:

@@ -44,13 +44,23 @@ def resolve_precision(choice: PrecisionChoice, device: torch.device, bf16_suppor
     return Precision(torch.float16, autocast=True, loss_scaling=True)
 
 
+class CheckpointScope(str, Enum):
+    """Which UNet layers recompute their activations during backward (non-reentrant checkpointing)."""
+
+    BLOCKS = "blocks"  # every ResNet block and spatial transformer: least memory
+    TRANSFORMERS = "transformers"  # spatial transformers (with their temporal layers) only
+    OFF = "off"  # keep every activation: fastest, most memory
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     steps: int = 500
     learning_rate: float = 3e-5
     seed: int = 0
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: CheckpointScope = CheckpointScope.BLOCKS
     precision: PrecisionChoice = PrecisionChoice.AUTO
+    compile: bool = False  # torch.compile each ResNet block and spatial transformer (regional compilation)
+    channels_last: bool = False  # feed the UNet channels-last (NHWC) latents, which convolutions then keep
 
 
 class NonFiniteLossError(RuntimeError):

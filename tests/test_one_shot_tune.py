@@ -1,6 +1,7 @@
 """One-Shot Tune on tiny ComfyUI UNets: learning, gradients, safety of the base, weight files, Cancel."""
 
 import math
+from functools import partial
 
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
@@ -20,7 +21,7 @@ from comfyui_tune_a_video.nodes.one_shot_tune import OneShotTune
 from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
-from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, TuneSettings
+from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, CheckpointScope, TuneSettings
 from tiny_models import CONTEXT_DIM, text_cond, tiny_unet
 from unet_harness import apply_unet, randomize_temporal
 
@@ -64,7 +65,7 @@ def test_loss_falls_clearly(kind):
     assert last < 0.75 * first, (first, last)
 
 
-@pytest.mark.parametrize("checkpointing", [True, False])
+@pytest.mark.parametrize("checkpointing", list(CheckpointScope))
 def test_one_step_trains_every_parameter_and_nothing_else(checkpointing):
     model = video_model(live_temporal=True)  # non-zero temporal output projections, so q/k/v get gradient too
     base_weights = {k: v.clone() for k, v in model.model.state_dict().items()}
@@ -103,16 +104,63 @@ class BlockScaledCrossAttention:
         return comfy_attention.attention_basic(q, k, v, extra_options["n_heads"]) * self.scale
 
 
+def block_keyed_model():
+    """An inflated model whose every block scales its cross-attention differently (as IP-Adapter's patches do)."""
+    model = video_model(live_temporal=True)
+    for number, site in enumerate(transformer_block_sites(supported_unet(model))):
+        model.set_model_attn2_replace(BlockScaledCrossAttention(0.5 + 0.25 * number), *site.key)
+    return model
+
+
+def tuned_losses(model=None, **settings) -> torch.Tensor:
+    settings = TuneSettings(steps=8, learning_rate=1e-3, seed=5, **settings)
+    model = block_keyed_model() if model is None else model
+    return torch.tensor(tune(model, moving_square_video(), text_cond("sd1", 1), settings).losses)
+
+
 def test_checkpointing_does_not_change_the_losses():
     """Also with block-keyed patches, which see a stale block key if recomputation is done naively."""
-    losses = {}
-    for checkpointing in (True, False):
-        model = video_model(live_temporal=True)
-        for number, site in enumerate(transformer_block_sites(supported_unet(model))):
-            model.set_model_attn2_replace(BlockScaledCrossAttention(0.5 + 0.25 * number), *site.key)
-        settings = TuneSettings(steps=8, learning_rate=1e-3, seed=5, gradient_checkpointing=checkpointing)
-        losses[checkpointing] = tune(model, moving_square_video(), text_cond("sd1", 1), settings).losses
-    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), atol=1e-5, rtol=1e-5)
+    without = tuned_losses(gradient_checkpointing=CheckpointScope.OFF)
+    for scope in (CheckpointScope.BLOCKS, CheckpointScope.TRANSFORMERS):
+        torch.testing.assert_close(tuned_losses(gradient_checkpointing=scope), without, atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_reaches_the_unet_and_does_not_change_the_losses():
+    model = block_keyed_model()
+    layouts = []
+    first_conv = supported_unet(model).input_blocks[0][0]
+    hook = first_conv.register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        channels_last = tuned_losses(model, channels_last=True)
+    finally:
+        hook.remove()
+    assert layouts and all(layouts)
+    torch.testing.assert_close(channels_last, tuned_losses(), atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_layers_train_alike_in_whole_graphs(monkeypatch):
+    """torch.compile'd layers (checkpointed or not) give the eager losses, each layer traced into one graph.
+
+    With ComfyUI's SDPA attention, as on a GPU (the CPU default, sub-quadratic attention, breaks graphs).
+    The compiled graphs run through AOTAutograd without code generation (backend aot_eager): Dynamo's
+    tracing, guards and checkpointing are what this pack controls; inductor's kernels are torch's and
+    take minutes to build on a 2-core CPU (the benchmark times them on a GPU).
+    """
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(comfy_attention, "optimized_attention", comfy_attention.attention_pytorch)
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    eager = tuned_losses()
+    for scope in (CheckpointScope.BLOCKS, CheckpointScope.OFF):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = tuned_losses(gradient_checkpointing=scope, compile=True)
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+        assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
+        assert not counters["graph_break"], dict(counters["graph_break"])
+    torch._dynamo.reset()
 
 
 def test_tuned_model_predicts_differently_and_base_stays_bitwise(weights_folder):
@@ -120,7 +168,8 @@ def test_tuned_model_predicts_differently_and_base_stays_bitwise(weights_folder)
     x = moving_square_video()["samples"]
     before = apply_unet(model, x, 2.0, context(FRAMES), [0])
     tuned, weights, curve = OneShotTune.execute(
-        model, moving_square_video(), text_cond("sd1", 1), 5, 1e-3, 0, True, "auto", save_name="", caption="a square"
+        model, moving_square_video(), text_cond("sd1", 1), 5, 1e-3, 0, "blocks", "auto",
+        save_name="", caption="a square",
     ).result
     assert curve.shape[0] == 1 and curve.shape[-1] == 3 and 0 <= float(curve.min()) and float(curve.max()) <= 1
     assert not torch.allclose(apply_unet(tuned, x, 2.0, context(FRAMES), [0]), before, atol=1e-4)
@@ -132,7 +181,7 @@ def test_tuned_model_predicts_differently_and_base_stays_bitwise(weights_folder)
 def test_save_load_round_trip_and_base_checks(weights_folder):
     model = video_model(seed=0)
     tuned, weights, _ = OneShotTune.execute(
-        model, moving_square_video(), text_cond("sd1", 1), 4, 1e-3, 0, True, "auto", save_name="clips/square"
+        model, moving_square_video(), text_cond("sd1", 1), 4, 1e-3, 0, "blocks", "auto", save_name="clips/square"
     ).result
     saved = weights_folder / "clips" / "square.safetensors"
     assert saved.is_file()
@@ -161,7 +210,7 @@ def test_save_load_round_trip_and_base_checks(weights_folder):
 def test_names_never_escape_the_folder(weights_folder, name):
     model = video_model()
     _, weights, _ = OneShotTune.execute(
-        model, moving_square_video(), text_cond("sd1", 1), 1, 1e-3, 0, False, "auto"
+        model, moving_square_video(), text_cond("sd1", 1), 1, 1e-3, 0, "off", "auto"
     ).result
     with pytest.raises(TAVInputError, match="TAV Save Tuned Weights: input 'save_name'"):
         SaveTunedWeights.execute(weights, name, "fp16")
@@ -184,7 +233,7 @@ def test_cancel_stops_leaves_no_file_and_an_intact_base(weights_folder):
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             OneShotTune.execute(
-                model, moving_square_video(), text_cond("sd1", 1), 50, 1e-3, 0, True, "auto", save_name="cancelled"
+                model, moving_square_video(), text_cond("sd1", 1), 50, 1e-3, 0, "blocks", "auto", save_name="cancelled"
             )
     finally:
         comfy.utils.set_progress_bar_global_hook(None)

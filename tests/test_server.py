@@ -82,7 +82,7 @@ def test_tune_save_then_load_and_sample(server):
     prompt = inflate_and_sample_prompt("sd1")
     prompt["8"] = {"class_type": "TAV_OneShotTune", "inputs": {
         "model": ["2", 0], "latents": ["5", 0], "conditioning": ["3", 0], "steps": 3, "learning_rate": 1e-4,
-        "seed": 0, "gradient_checkpointing": True, "precision": "auto", "save_name": "server/clip",
+        "seed": 0, "gradient_checkpointing": "blocks", "precision": "auto", "save_name": "server/clip",
         "caption": "a red circle on a white wall"}}
     prompt["6"]["inputs"]["model"] = ["8", 0]
     prompt["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 2]}}
@@ -116,7 +116,7 @@ def test_whole_edit_chain_runs_as_one_prompt(server):
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
         "8": {"class_type": "TAV_OneShotTune", "inputs": {
             "model": ["4", 0], "latents": ["3", 0], "conditioning": ["5", 0], "steps": 2, "learning_rate": 1e-4,
-            "seed": 0, "gradient_checkpointing": True, "precision": "auto"}},
+            "seed": 0, "gradient_checkpointing": "blocks", "precision": "auto"}},
         "9": {"class_type": "TAV_DDIMInvertVideo", "inputs": {
             "model": ["8", 0], "latents": ["3", 0], "conditioning": ["6", 0], "steps": 4, "inversion_strength": 1.0}},
         "10": {"class_type": "TAV_Sample", "inputs": {

@@ -89,7 +89,8 @@ def tune_nodes(x: int, save_name: str = "") -> list[Node]:
             "groupnorm": "per_frame"}),
         Node("tune", "TAV_OneShotTune", (x, 230), {
             "steps": 500, "learning_rate": 3e-5, "seed": 33, "control_after_generate": "fixed",
-            "gradient_checkpointing": True, "precision": "auto", "save_name": save_name, "caption": SOURCE_CAPTION}),
+            "gradient_checkpointing": "blocks", "precision": "auto", "save_name": save_name,
+            "caption": SOURCE_CAPTION}),
         Node("loss", "PreviewImage", (x, 680), title="Loss curve"),
     ]
 
@@ -290,7 +291,7 @@ def demo_workflow() -> Workflow:
                                         prefix="tuneavideo/demo_side_by_side")
     tune = tune_nodes(1200)
     tune[1].widgets.update({"steps": DEMO_TUNE_STEPS, "learning_rate": DEMO_LEARNING_RATE,
-                            "gradient_checkpointing": False, "caption": DEMO_SOURCE_CAPTION})
+                            "gradient_checkpointing": "off", "caption": DEMO_SOURCE_CAPTION})
     return Workflow(
         "tuneavideo_demo_shapes",
         [Node("demo", "TAV_LoadDemoModel", (0, 0)),

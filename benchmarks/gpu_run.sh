@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The whole GPU measurement in one call on the lent machine (prepared by tools/prepare_gpu_run.sh):
-# install the carried wheels, check CUDA and the host, then measure; every table lands in $OUT.
-#   run(command="bash benchmarks/gpu_run.sh", carry=[".gpu"])          # everything
-#   run(command="bash benchmarks/gpu_run.sh sd15_24", carry=[".gpu"])  # one part, if a call's 10 minutes are short
-# Parts: sd15_24 (SD1.5, 24 frames at 512, beside the reference), sd15_8 (8 frames at 512 and 768), sdxl.
+# The GPU measurements on the lent machine (prepared by tools/prepare_gpu_run.sh): install the carried
+# wheels, check CUDA and the host, then measure the parts asked for; every table lands in $OUT.
+# A device call may run 10 minutes, so run the parts one call each, most important first:
+#   run(command="bash benchmarks/gpu_run.sh tune24", carry=[".gpu"])
+# Parts (SD1.5's UNet unless said; each row a tuning setting, see benchmarks/tune_benchmark.py):
+#   tune24     24 frames at 512: checkpointing blocks / transformers / off, inversion + sampling, the reference
+#   compile24  24 frames at 512: the same three scopes with regional torch.compile (compile time in "setup s")
+#   ablate24   24 frames at 512: channels-last, a loss read-back every step, fp32, fp16, unfused attention
+#   sizes      8 frames at 512 and 768
+#   sdxl       SDXL's UNet, 8 frames at 1024
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/gpu-results}"
@@ -12,28 +17,31 @@ export PYTHONUNBUFFERED=1 COMFYUI_PATH="$ROOT/.gpu/ComfyUI"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$ROOT"/.gpu/wheels/*.whl \
   || exit 1
 export PYTHONPATH=/tmp/site
-if [ -d "$ROOT/.gpu/Tune-A-Video" ]; then
+REFERENCE=()
+if [ -d "$ROOT/.gpu/Tune-A-Video" ] && [[ " $* " == *" tune24 "* ]]; then
   mkdir -p "$ROOT/.reference"
   rm -rf "$ROOT/.reference/site" "$ROOT/.reference/Tune-A-Video"
   cp -r "$ROOT/.gpu/Tune-A-Video" "$ROOT/.reference/Tune-A-Video"
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$ROOT/.reference/site" \
-    "$ROOT"/.gpu/reference-wheels/*.whl && touch "$ROOT/.reference/site/.done"
-  REFERENCE=(--reference)
-else
-  REFERENCE=()
+    "$ROOT"/.gpu/reference-wheels/*.whl && touch "$ROOT/.reference/site/.done" && REFERENCE=(--reference)
 fi
 {
   date -u; git -C "$ROOT" rev-parse HEAD 2>/dev/null || true
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
-} 2>&1 | tee "$OUT/device.txt"
-bench() { echo "\$ python3 benchmarks/tune_benchmark.py $*"; python3 "$ROOT/benchmarks/tune_benchmark.py" "$@"; }
-PART="${1:-all}"
-{
-  case "$PART" in all|sd15_24)
-    bench --unet sd15 --frames 24 --size 512 --steps 30 --edit-steps 50 --repeats 3 --gpu "${REFERENCE[@]}";; esac
-  case "$PART" in all|sd15_8)
-    bench --unet sd15 --frames 8 --size 512 768 --steps 20 --edit-steps 50 --repeats 3 --gpu;; esac
-  case "$PART" in all|sdxl)
-    bench --unet sdxl --frames 8 --size 1024 --steps 10 --edit-steps 0 --gpu;; esac
-} 2>&1 | tee "$OUT/tables-$PART.txt"
+} 2>&1 | tee -a "$OUT/device.txt"
+bench() { echo "\$ python3 benchmarks/tune_benchmark.py $*"; python3 "$ROOT/benchmarks/tune_benchmark.py" "$@"; echo; }
+SD15_24=(--unet sd15 --frames 24 --size 512 --steps 50 --gpu)
+[ $# -gt 0 ] || { echo "name the parts to run: tune24 compile24 ablate24 sizes sdxl" >&2; exit 2; }
+for part in "$@"; do
+  case "$part" in
+    tune24) bench "${SD15_24[@]}" --settings blocks transformers off --edit-steps 50 --repeats 3 "${REFERENCE[@]}";;
+    compile24) bench "${SD15_24[@]}" --settings blocks+compile transformers+compile off+compile --edit-steps 0;;
+    ablate24) bench "${SD15_24[@]}" --settings blocks blocks+channels_last blocks+sync blocks+fp32 blocks+fp16 \
+      blocks+naive_attention off+channels_last --edit-steps 0;;
+    sizes) bench --unet sd15 --frames 8 --size 512 768 --steps 50 --settings blocks off --edit-steps 50 --repeats 3 \
+      --gpu;;
+    sdxl) bench --unet sdxl --frames 8 --size 1024 --steps 50 --settings blocks off --edit-steps 0 --gpu;;
+    *) echo "unknown part $part" >&2; exit 2;;
+  esac 2>&1 | tee "$OUT/tables-$part.txt"
+done

@@ -2,8 +2,14 @@
 
     .venv/bin/python benchmarks/tune_benchmark.py                       # CPU smoke run, tiny UNet
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 \
-        --edit-steps 50 --gpu
+        --edit-steps 50 --gpu --settings blocks transformers off blocks+compile
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15_mini --reference    # side by side, CPU
+
+--settings names the tuning settings to measure, one row each: a gradient checkpointing scope (blocks,
+transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32 or
++fp16 (precision; default auto: bf16 on a GPU), +sync (read the loss back every step instead of every
+GPU_REPORT_EVERY) or +naive_attention (ComfyUI's unfused attention instead of its optimised one). The
+first setting is the baseline of the ratio columns.
 
 --reference also times the public reference implementation (benchmarks/reference_worker.py, in the
 environment scripts/reference_env.sh builds) on the same architecture and sizes, and prints the ratio.
@@ -11,6 +17,8 @@ environment scripts/reference_env.sh builds) on the same architecture and sizes,
 Each configuration runs in its own process so peak memory (RSS on the CPU, max_memory_allocated on
 a GPU) belongs to that configuration alone. Step times come from the progress hook, which fires
 after the loss read-back (a device sync), so they are wall-clock times of whole optimiser steps.
+"setup s" is everything before the steady state: moving the model to the device, the first steps'
+warm-up and, with +compile, compilation (FLOPs are counted on one extra eager step before it).
 """
 
 import argparse
@@ -20,26 +28,52 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+GPU_BF16_TFLOPS = 800  # dense bf16 matrix products on the lent H100 (KINDS.md: 769-798 measured)
+SCOPES = ("blocks", "transformers", "off")
+MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "sync", "naive_attention")
+
+
+def table_line(cells, wide: int | None = None) -> str:
+    """Cells right-aligned in 13 characters; column `wide` (the setting names) in 24."""
+    return " | ".join(f"{cell:>{24 if index == wide else 13}}" for index, cell in enumerate(cells))
+
+
+def parse_setting(name: str) -> tuple[str, set[str]]:
+    """"blocks+compile" -> ("blocks", {"compile"}), with a clear error for anything else."""
+    scope, *modifiers = name.split("+")
+    unknown = [m for m in modifiers if m not in MODIFIERS]
+    if scope not in SCOPES or unknown:
+        raise argparse.ArgumentTypeError(f"{name!r}: a scope {SCOPES} then any of +{' +'.join(MODIFIERS)}")
+    return scope, set(modifiers)
 
 
 def worker(args: argparse.Namespace) -> dict:
     from comfy_host import setup_host
 
     setup_host(cpu=not args.gpu, nodes=False)
+    import comfy.ldm.modules.attention as comfy_attention
     import comfy.model_management
     import comfy.utils
     import torch
-    from comfyui_tune_a_video.comfy_glue.one_shot_tune import GPU_REPORT_EVERY, tune
+    from comfyui_tune_a_video.comfy_glue import one_shot_tune
     from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
     from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
-    from comfyui_tune_a_video.tav_core.tuning import PrecisionChoice, TuneSettings
+    from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
     from tiny_models import CONTEXT_DIM, full_unet, tiny_unet
+
+    scope, modifiers = parse_setting(args.setting)
+    if "sync" in modifiers:
+        one_shot_tune.GPU_REPORT_EVERY = 1
+    if "naive_attention" in modifiers:
+        comfy_attention.optimized_attention = comfy_attention.attention_basic
+    precision = next((m for m in ("fp32", "fp16") if m in modifiers), "auto")
 
     started = time.perf_counter()
     if args.unet == "tiny":
@@ -58,20 +92,22 @@ def worker(args: argparse.Namespace) -> dict:
     stamps: list[float] = []
     comfy.utils.set_progress_bar_global_hook(lambda *args, **kwargs: stamps.append(time.perf_counter()))
     device = comfy.model_management.get_torch_device()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     settings = TuneSettings(
-        steps=args.steps, learning_rate=3e-5, seed=0, gradient_checkpointing=args.checkpointing,
-        precision=PrecisionChoice(args.precision),
+        steps=args.steps, learning_rate=3e-5, seed=0, gradient_checkpointing=CheckpointScope(scope),
+        precision=PrecisionChoice(precision), compile="compile" in modifiers,
+        channels_last="channels_last" in modifiers,
     )
     step_flops = count_step_flops(model, latent, conditioning, settings)
+    comfy.model_management.soft_empty_cache()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     stamps.clear()
     tune_started = time.perf_counter()
-    tune(model, latent, conditioning, settings)
-    per_report = 1 if device.type == "cpu" else GPU_REPORT_EVERY
-    # The first interval includes model loading and warm-up: skip it.
+    result = one_shot_tune.tune(model, latent, conditioning, settings)
+    per_report = 1 if device.type == "cpu" else one_shot_tune.GPU_REPORT_EVERY
+    # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
     step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
-    first_report_s = stamps[0] - tune_started
+    median_step_s = statistics.median(step_times) if step_times else float("nan")
     peak_mb = (
         torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -80,24 +116,37 @@ def worker(args: argparse.Namespace) -> dict:
     return {
         **edit,
         "build_s": build_s,
-        "load_and_first_steps_s": first_report_s,
-        "median_step_s": statistics.median(step_times) if step_times else float("nan"),
+        "setup_s": (stamps[0] - tune_started) - per_report * median_step_s,
+        "median_step_s": median_step_s,
         "step_tflop": step_flops / 1e12,
         "peak_mb": peak_mb,
+        "weights_file_bytes": weights_file_bytes(result.weights),
         "device": str(device),
     }
 
 
+def weights_file_bytes(weights) -> int:
+    """Size of the tuned-weights file as TAV Save Tuned Weights writes it by default (fp16)."""
+    import torch
+    from comfyui_tune_a_video.comfy_glue.tuned_weights import to_file_contents
+    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tuned.safetensors"
+        save_atomically(path, *to_file_contents(weights, torch.float16))
+        return path.stat().st_size
+
+
 def count_step_flops(model, latent: dict, conditioning: list, settings) -> float:
     """FLOPs of one optimiser step (forward, backward and any recomputation), counted by torch on one extra
-    step before the timed run."""
+    eager step before the timed run (a compiled step does the same arithmetic)."""
     from dataclasses import replace
 
     from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        tune(model, latent, conditioning, replace(settings, steps=1))
+        tune(model, latent, conditioning, replace(settings, steps=1, compile=False))
     return float(counter.get_total_flops())
 
 
@@ -130,93 +179,123 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[8])
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="pixel resolution (latent = size / 8)")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--settings", nargs="+", default=["blocks", "off"],
+                        help="tuning settings, one row each (see above); the first is the ratios' baseline")
     parser.add_argument("--edit-steps", type=int, default=10, help="DDIM steps for inversion and sampling (0: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of inversion + sampling")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--reference", action="store_true",
                         help="also time the reference implementation (needs scripts/reference_env.sh first)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--checkpointing", type=lambda v: v == "on", default=True, help=argparse.SUPPRESS)
+    parser.add_argument("--setting", default="blocks", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for setting in args.settings:
+        try:
+            parse_setting(setting)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--settings {error}")
     if args.worker:
         args.frames, args.size = args.frames[0], args.size[0]
         print(json.dumps(worker(args)))
         return
 
-    rows = []
+    rows = []  # (frames, size, setting, result, baseline result)
     for frames in args.frames:
         for size in args.size:
             results = {}
-            for checkpointing in ("off", "on"):
+            for index, setting in enumerate(args.settings):
                 command = [
                     sys.executable, __file__, "--worker", "--unet", args.unet, "--frames", str(frames),
-                    "--size", str(size), "--steps", str(args.steps), "--precision", args.precision,
-                    "--checkpointing", checkpointing, "--repeats", str(args.repeats),
-                    "--edit-steps", str(args.edit_steps if checkpointing == "off" else 0),
+                    "--size", str(size), "--steps", str(args.steps), "--setting", setting,
+                    "--repeats", str(args.repeats), "--edit-steps", str(args.edit_steps if index == 0 else 0),
                     *(["--gpu"] if args.gpu else []),
                 ]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                results[checkpointing] = json.loads(output.strip().splitlines()[-1])
-            for checkpointing, result in results.items():
-                rows.append((frames, size, checkpointing, result, results["off"]))
+                finished = subprocess.run(command, capture_output=True, text=True)
+                if finished.returncode != 0:  # e.g. out of memory: say so in the table and go on
+                    print(finished.stderr[-3000:], file=sys.stderr)
+                    results[setting] = None
+                    continue
+                results[setting] = json.loads(finished.stdout.strip().splitlines()[-1])
+            baseline = results[args.settings[0]]
+            rows += [(frames, size, setting, result, baseline) for setting, result in results.items()]
 
-    device = rows[0][3]["device"] if rows else "?"
-    print(f"One-Shot Tune benchmark: UNet {args.unet}, {args.steps} steps per run, device {device}, "
-          f"precision {args.precision}")
-    header = ("frames", "size", "ckpt", "median step s", "frames/s", "TFLOP/step", "TFLOP/s", "peak MB",
-              "step x vs off", "mem x vs off", "load+warmup s")
-    print(" | ".join(f"{h:>13}" for h in header))
-    for frames, size, checkpointing, result, off in rows:
+    measured = [row for row in rows if row[3] is not None]
+    device = measured[0][3]["device"] if measured else "?"
+    print(f"One-Shot Tune benchmark: UNet {args.unet}, {args.steps} steps per run, device {device}; "
+          f"ratios against {args.settings[0]}")
+    on_gpu = device.startswith("cuda")
+    header = ("frames", "size", "setting", "median step s", "frames/s", "TFLOP/step", "TFLOP/s",
+              *(("% of bf16 peak",) if on_gpu else ()), "500 steps s", "peak MB", "speed x", "mem x", "setup s")
+    print(table_line(header, wide=2))
+    for frames, size, setting, result, baseline in rows:
+        if result is None:
+            print(table_line((frames, size, setting, "failed (see stderr above)"), wide=2))
+            continue
+        step, tflop = result["median_step_s"], result["step_tflop"]
+        ratios = (f"{baseline['median_step_s'] / step:.2f}", f"{result['peak_mb'] / baseline['peak_mb']:.2f}") \
+            if baseline else ("-", "-")
         cells = (
-            frames, size, checkpointing, f"{result['median_step_s']:.4f}", f"{frames / result['median_step_s']:.1f}",
-            f"{result['step_tflop']:.4f}", f"{result['step_tflop'] / result['median_step_s']:.3f}",
-            f"{result['peak_mb']:.0f}", f"{result['median_step_s'] / off['median_step_s']:.2f}",
-            f"{result['peak_mb'] / off['peak_mb']:.2f}", f"{result['load_and_first_steps_s']:.2f}",
+            frames, size, setting, f"{step:.4f}", f"{frames / step:.1f}", f"{tflop:.4f}", f"{tflop / step:.3f}",
+            *((f"{100 * tflop / step / GPU_BF16_TFLOPS:.1f}",) if on_gpu else ()),
+            f"{500 * step:.1f}", f"{result['peak_mb']:.0f}", *ratios, f"{result['setup_s']:.2f}",
         )
-        print(" | ".join(f"{c:>13}" for c in cells))
+        print(table_line(cells, wide=2))
+    if measured:
+        size_bytes = measured[0][3]["weights_file_bytes"]
+        print(f"Tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
+              f"({size_bytes / 2**20:.1f} MiB)")
 
     if args.reference:
         print_reference_table(args, rows)
 
-    if args.edit_steps:
+    edit_rows = [row for row in rows if row[2] == args.settings[0] and row[3] is not None]
+    if args.edit_steps and edit_rows:
         print(f"\nDDIM Invert Video + TAV Sample (cfg 7.5), {args.edit_steps} steps each, median of {args.repeats}")
         header = ("frames", "size", "invert s", "sample s", "total s", "ms/frame/step")
-        print(" | ".join(f"{h:>13}" for h in header))
-        for frames, size, checkpointing, result, _ in rows:
-            if checkpointing != "off":
-                continue
+        print(table_line(header))
+        for frames, size, _, result, _ in edit_rows:
             total = result["invert_s"] + result["sample_s"]
             per_frame_step = 1000 * total / (2 * args.edit_steps * frames)
             cells = (frames, size, f"{result['invert_s']:.3f}", f"{result['sample_s']:.3f}", f"{total:.3f}",
                      f"{per_frame_step:.2f}")
-            print(" | ".join(f"{c:>13}" for c in cells))
+            print(table_line(cells))
 
 
 def print_reference_table(args: argparse.Namespace, rows: list) -> None:
-    """The reference implementation on the same UNet and sizes, beside ours with gradient checkpointing."""
+    """The reference implementation (run once per size) on the same UNet and sizes, beside each of our settings."""
     reference = REPO / ".reference"
     if not (reference / "site" / ".done").exists():
         raise SystemExit("no reference environment: run scripts/reference_env.sh first (see its header)")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(reference / "site"), str(reference / "Tune-A-Video"), os.environ.get("PYTHONPATH", "")])}
     print(f"\nReference (showlab/Tune-A-Video as written: fp16 autocast on a GPU, xformers if importable, its "
-          f"gradient checkpointing) vs this pack (checkpointing on), {args.steps} steps")
-    header = ("frames", "size", "ref step s", "ours step s", "speed-up", "ref peak MB", "ours peak MB",
-              "ours TFLOP/s", "ref attention")
-    print(" | ".join(f"{h:>13}" for h in header))
-    for frames, size, checkpointing, ours, _ in rows:
-        if checkpointing != "on":
+          f"gradient checkpointing) vs this pack, {args.steps} steps")
+    header = ("frames", "size", "ours: setting", "ref step s", "ours step s", "speed-up", "ref peak MB",
+              "ours peak MB", "ours TFLOP/s", "ref attention")
+    print(table_line(header, wide=2))
+    reference_results = {}
+    for frames, size, setting, ours, _ in rows:
+        if ours is None:
             continue
-        command = [sys.executable, str(REPO / "benchmarks" / "reference_worker.py"), "--unet", args.unet,
-                   "--frames", str(frames), "--size", str(size), "--steps", str(args.steps),
-                   "--mixed-precision", "fp16" if args.gpu else "no", *(["--gpu", "--xformers"] if args.gpu else [])]
-        output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
-        ref = json.loads(output.strip().splitlines()[-1])
-        cells = (frames, size, f"{ref['median_step_s']:.4f}", f"{ours['median_step_s']:.4f}",
+        if (frames, size) not in reference_results:
+            command = [sys.executable, str(REPO / "benchmarks" / "reference_worker.py"), "--unet", args.unet,
+                       "--frames", str(frames), "--size", str(size), "--steps", str(args.steps),
+                       "--mixed-precision", "fp16" if args.gpu else "no",
+                       *(["--gpu", "--xformers"] if args.gpu else [])]
+            finished = subprocess.run(command, capture_output=True, text=True, env=environment)
+            if finished.returncode != 0:
+                print(finished.stderr[-3000:], file=sys.stderr)
+            reference_results[frames, size] = (
+                json.loads(finished.stdout.strip().splitlines()[-1]) if finished.returncode == 0 else None
+            )
+        ref = reference_results[frames, size]
+        if ref is None:
+            print(table_line((frames, size, setting, "reference failed (see stderr above)"), wide=2))
+            continue
+        cells = (frames, size, setting, f"{ref['median_step_s']:.4f}", f"{ours['median_step_s']:.4f}",
                  f"{ref['median_step_s'] / ours['median_step_s']:.2f}x", f"{ref['peak_mb']:.0f}",
                  f"{ours['peak_mb']:.0f}", f"{ours['step_tflop'] / ours['median_step_s']:.3f}", ref["attention"])
-        print(" | ".join(f"{c:>13}" for c in cells))
+        print(table_line(cells, wide=2))
     print("Note: with gradient checkpointing the reference's down-block transformers get no gradient (reentrant "
           "checkpoints whose inputs need none), so its step does less work than the method asks for.")
 

@@ -5,7 +5,7 @@
 #   .gpu/wheels/            ComfyUI requirements missing from that image (pure Python)
 #   .gpu/reference-wheels/  the reference's diffusers 0.11.1 era packages (see scripts/reference_env.sh)
 #   .gpu/Tune-A-Video/      the reference's tuneavideo/ package (REFERENCE_SOURCE: a checkout of it)
-# Then one device call runs it all:  run(command="bash benchmarks/gpu_run.sh", carry=[".gpu"])
+# Then one device call per part:  run(command="bash benchmarks/gpu_run.sh tune24", carry=[".gpu"])
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$ROOT/${TAV_VENV:-.venv}/bin/python"

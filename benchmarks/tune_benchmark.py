@@ -19,6 +19,8 @@ a GPU) belongs to that configuration alone. Step times come from the progress ho
 after the loss read-back (a device sync), so they are wall-clock times of whole optimiser steps.
 "setup s" is everything before the steady state: moving the model to the device, the first steps'
 warm-up and, with +compile, compilation (FLOPs are counted on one extra eager step before it).
+"syncs/step" (GPU) counts the times PyTorch made the host wait for the GPU during the steady state; the
+loss read-back every GPU_REPORT_EVERY steps is the only one meant to be there (0.10 per step).
 """
 
 import argparse
@@ -30,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -102,9 +106,12 @@ def worker(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     stamps.clear()
+    sync_times: list[float] = []
     tune_started = time.perf_counter()
-    result = one_shot_tune.tune(model, latent, conditioning, settings)
+    with counting_host_syncs(sync_times) if device.type == "cuda" else nullcontext():
+        result = one_shot_tune.tune(model, latent, conditioning, settings)
     per_report = 1 if device.type == "cpu" else one_shot_tune.GPU_REPORT_EVERY
+    steady_steps = args.steps - per_report
     # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
     step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
     median_step_s = statistics.median(step_times) if step_times else float("nan")
@@ -118,11 +125,31 @@ def worker(args: argparse.Namespace) -> dict:
         "build_s": build_s,
         "setup_s": (stamps[0] - tune_started) - per_report * median_step_s,
         "median_step_s": median_step_s,
+        "syncs_per_step": sum(t > stamps[0] for t in sync_times) / steady_steps if device.type == "cuda" else None,
         "step_tflop": step_flops / 1e12,
         "peak_mb": peak_mb,
         "weights_file_bytes": weights_file_bytes(result.weights),
         "device": str(device),
     }
+
+
+@contextmanager
+def counting_host_syncs(times: list[float]):
+    """Record when PyTorch makes the host wait for the GPU (CUDA sync debug mode), to count them per step."""
+    import torch
+
+    def record(message, *args, **kwargs) -> None:
+        if "synchroniz" in str(message):
+            times.append(time.perf_counter())
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def weights_file_bytes(weights) -> int:
@@ -225,7 +252,8 @@ def main() -> None:
           f"ratios against {args.settings[0]}")
     on_gpu = device.startswith("cuda")
     header = ("frames", "size", "setting", "median step s", "frames/s", "TFLOP/step", "TFLOP/s",
-              *(("% of bf16 peak",) if on_gpu else ()), "500 steps s", "peak MB", "speed x", "mem x", "setup s")
+              *(("% of bf16 peak",) if on_gpu else ()), "500 steps s", "peak MB", "speed x", "mem x", "setup s",
+              *(("syncs/step",) if on_gpu else ()))
     print(table_line(header, wide=2))
     for frames, size, setting, result, baseline in rows:
         if result is None:
@@ -238,6 +266,7 @@ def main() -> None:
             frames, size, setting, f"{step:.4f}", f"{frames / step:.1f}", f"{tflop:.4f}", f"{tflop / step:.3f}",
             *((f"{100 * tflop / step / GPU_BF16_TFLOPS:.1f}",) if on_gpu else ()),
             f"{500 * step:.1f}", f"{result['peak_mb']:.0f}", *ratios, f"{result['setup_s']:.2f}",
+            *((f"{result['syncs_per_step']:.2f}",) if on_gpu else ()),
         )
         print(table_line(cells, wide=2))
     if measured:

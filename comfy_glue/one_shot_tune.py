@@ -26,6 +26,7 @@ from ..tav_core.tuning import (
     CheckpointScope,
     NonFiniteLossError,
     TuneSettings,
+    copy_to_device,
     resolve_precision,
     run_tuning,
     target_mse,
@@ -226,15 +227,17 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         def train(model_wrap, extra_args, x0: torch.Tensor) -> None:
             model_sampling = model_wrap.inner_model.model_sampling
             sigma_table = model_sampling.sigmas.detach().float().cpu()
+            sigma_table_on_device = sigma_table.to(x0.device)
             generator = torch.Generator().manual_seed(settings.seed)
             frames = x0.shape[0]
 
             def compute_loss(step: int) -> torch.Tensor:
-                # One timestep for the whole video, independent noise per frame (the reference's recipe).
+                # One timestep for the whole video, independent noise per frame (the reference's recipe),
+                # drawn on the CPU (the same on every device) and copied without a host-device sync.
                 t = int(torch.randint(0, len(sigma_table), (1,), generator=generator))
                 sigma = sigma_table[t]
-                noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-                sigmas = sigma.expand(frames).to(x0.device)
+                noise = copy_to_device(torch.randn(x0.shape, generator=generator), x0.device).to(x0.dtype)
+                sigmas = sigma_table_on_device[t].expand(frames)
                 noisy = model_sampling.noise_scaling(sigmas, noise, x0)
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)

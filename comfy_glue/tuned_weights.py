@@ -67,6 +67,13 @@ def unpatched_weight(model, key: str) -> torch.Tensor:
     return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
 
 
+def fingerprint_indices(numel: int) -> torch.Tensor:
+    """FINGERPRINT_SAMPLES evenly spaced element indices, computed in float64: float32 cannot count past
+    2**24, and SD1.5's largest convolutions have 29.5M elements (its last index would round out of range)."""
+    count = min(FINGERPRINT_SAMPLES, numel)
+    return torch.linspace(0, numel - 1, count, dtype=torch.float64).round().long()
+
+
 def unet_fingerprint(model) -> UNetFingerprint:
     """Identifies the base checkpoint's UNet; to_q weights are left out since tuning changes them."""
     tuned = set(tuned_q_keys(model))
@@ -77,8 +84,7 @@ def unet_fingerprint(model) -> UNetFingerprint:
         if key in tuned:
             continue
         flat = unpatched_weight(model, key).detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(FINGERPRINT_SAMPLES, flat.numel())).round().long()
-        samples = flat[index.to(flat.device)].float().half().cpu()
+        samples = flat[fingerprint_indices(flat.numel()).to(flat.device)].float().half().cpu()
         weights.update(key.encode() + samples.numpy().tobytes())
     return UNetFingerprint(architecture.hexdigest(), weights.hexdigest())
 

@@ -81,6 +81,14 @@ def target_mse(denoised: torch.Tensor, x0: torch.Tensor, output_gain: torch.Tens
     return (((denoised.float() - x0.float()) / output_gain) ** 2).mean()
 
 
+def copy_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-device copy the host does not wait for: from pageable memory, PyTorch synchronises the stream
+    after the copy, which would stall the step loop once per step on a GPU."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def make_optimizer(params: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.AdamW:
     """The reference's AdamW; fused kernels on CUDA, multi-tensor (foreach) updates elsewhere."""
     on_cuda = bool(params) and all(p.is_cuda for p in params)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
+from comfyui_tune_a_video.comfy_glue.tuned_weights import FINGERPRINT_SAMPLES, fingerprint_indices
 from comfyui_tune_a_video.comfy_glue.unet_inflation import (
     inflate_model,
     supported_unet,
@@ -204,6 +205,15 @@ def test_save_load_round_trip_and_base_checks(weights_folder):
 
     SaveTunedWeights.execute(weights, "square32", "fp32")
     assert (weights_folder / "square32.safetensors").stat().st_size > saved.stat().st_size
+
+
+@pytest.mark.parametrize("numel", [1, 5, 64, 1000, 2**24 + 1, 2560 * 1280 * 9, 2**31 + 7])
+def test_fingerprint_samples_stay_inside_large_weights(numel):
+    """SD1.5's 2560x1280x3x3 convolutions: a float32 spacing put the last sample one past the end."""
+    index = fingerprint_indices(numel)
+    assert len(index) == min(FINGERPRINT_SAMPLES, numel)
+    assert index[0] == 0 and index[-1] == numel - 1
+    assert bool((index[1:] > index[:-1]).all())
 
 
 @pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "a/../../b", ".hidden", "x\\..\\..\\y"])

@@ -4,6 +4,9 @@
 # A device call may run 10 minutes, so run the parts one call each, most important first:
 #   run(command="bash benchmarks/gpu_run.sh tune24", carry=[".gpu"])
 # Parts (SD1.5's UNet unless said; each row a tuning setting, see benchmarks/tune_benchmark.py):
+#   smoke      a minute on sd15_mini (SD1.5's blocks at a tenth of the width), with compile and the reference:
+#              checks the whole chain before the long parts; on a machine without CUDA it runs on the CPU,
+#              which rehearses the run with the device image's packages
 #   tune24     24 frames at 512: checkpointing blocks / transformers / off, inversion + sampling, the reference
 #   compile24  24 frames at 512: the same three scopes with regional torch.compile (compile time in "setup s")
 #   ablate24   24 frames at 512: channels-last, a loss read-back every step, fp32, fp16, unfused attention
@@ -18,7 +21,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   || exit 1
 export PYTHONPATH=/tmp/site
 REFERENCE=()
-if [ -d "$ROOT/.gpu/Tune-A-Video" ] && [[ " $* " == *" tune24 "* ]]; then
+if [ -d "$ROOT/.gpu/Tune-A-Video" ] && [[ " $* " =~ " "(tune24|smoke)" " ]]; then
   mkdir -p "$ROOT/.reference"
   rm -rf "$ROOT/.reference/site" "$ROOT/.reference/Tune-A-Video"
   cp -r "$ROOT/.gpu/Tune-A-Video" "$ROOT/.reference/Tune-A-Video"
@@ -32,9 +35,13 @@ fi
 } 2>&1 | tee -a "$OUT/device.txt"
 bench() { echo "\$ python3 benchmarks/tune_benchmark.py $*"; python3 "$ROOT/benchmarks/tune_benchmark.py" "$@"; echo; }
 SD15_24=(--unet sd15 --frames 24 --size 512 --steps 50 --gpu)
-[ $# -gt 0 ] || { echo "name the parts to run: tune24 compile24 ablate24 sizes sdxl" >&2; exit 2; }
+GPU=(--gpu)
+python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || GPU=()
+[ $# -gt 0 ] || { echo "name the parts to run: smoke tune24 compile24 ablate24 sizes sdxl" >&2; exit 2; }
 for part in "$@"; do
   case "$part" in
+    smoke) bench --unet sd15_mini --frames 8 --size 64 --steps 12 --settings blocks blocks+compile off --edit-steps 10 \
+      --repeats 1 "${GPU[@]}" "${REFERENCE[@]}";;
     tune24) bench "${SD15_24[@]}" --settings blocks transformers off --edit-steps 50 --repeats 3 "${REFERENCE[@]}";;
     compile24) bench "${SD15_24[@]}" --settings blocks+compile transformers+compile off+compile --edit-steps 0;;
     ablate24) bench "${SD15_24[@]}" --settings blocks blocks+channels_last blocks+sync blocks+fp32 blocks+fp16 \

@@ -9,8 +9,6 @@ frames in that call, for every chunk, and drops the cached hint when that choice
 import torch
 from comfy.controlnet import ControlBase
 
-import nodes as comfy_nodes
-
 from ..tav_core.errors import TAVInputError
 
 
@@ -97,6 +95,10 @@ def apply_video_control(
     start_percent: float, end_percent: float, vae=None,
 ) -> tuple[list, list]:
     """The stock ControlNetApplyAdvanced (chaining included), with its new controls made video-aware."""
+    # Imported on use: ComfyUI's nodes module pulls in comfy_api and PyAV, which inversion and sampling
+    # without hints never need (the GPU benchmark's bare image has no PyAV).
+    import nodes as comfy_nodes
+
     before = {id(control) for control in controls_in(positive + negative)}
     positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
         positive, negative, control_net, hints, strength, start_percent, end_percent, vae=vae

@@ -119,7 +119,7 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    edit = time_edit(model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
+    edit = time_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
     return {
         **edit,
         "build_s": build_s,
@@ -178,7 +178,7 @@ def count_step_flops(model, latent: dict, conditioning: list, settings) -> float
 
 
 def time_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
-    """Median wall time of DDIM Invert Video and TAV Sample (cfg on), each `steps` steps."""
+    """Median wall time of DDIM Invert Video and TAV Sample (cfg on), each `steps` steps, on the tuned model."""
     import comfy.model_management
     from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
 

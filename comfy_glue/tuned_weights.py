@@ -25,6 +25,7 @@ from .unet_inflation import (
     inflation_of,
     supported_unet,
     transformer_block_sites,
+    unet_compute_dtype,
 )
 
 FILE_FORMAT = "tune-a-video/tuned-weights/1"
@@ -98,10 +99,9 @@ def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.Mo
     if missing:
         raise ValueError(f"the tuned weights do not fit this UNet (no {missing[0]})")
     if weights.temporal:
-        base = model.model
         layers = build_temporal_layers(
-            transformer_block_sites(supported_unet(model)), weights.inflation,
-            base.manual_cast_dtype or base.get_dtype(), model.offload_device,
+            transformer_block_sites(supported_unet(model)), weights.inflation, unet_compute_dtype(model),
+            model.offload_device,
         )
         layers.load_state_dict(weights.temporal)
         attach_temporal_layers(tuned, layers)

@@ -170,6 +170,16 @@ def resnet_group_norms(unet: UNetModel) -> list[tuple[str, nn.GroupNorm]]:
     return [(path, norm) for path, norm in norms if isinstance(norm, nn.GroupNorm)]
 
 
+def unet_compute_dtype(model) -> torch.dtype:
+    """The dtype `model` runs its UNet in: its own compute-dtype patch, else the checkpoint's.
+
+    Never the shared BaseModel's manual_cast_dtype attribute: that holds whichever clone is loaded now
+    (One-Shot Tune's trainer sets its training precision there until another model loads).
+    """
+    base = model.model
+    return model.object_patches.get("manual_cast_dtype") or base.model_config.manual_cast_dtype or base.get_dtype()
+
+
 def build_temporal_layers(
     sites: list[TransformerBlockSite], config: InflationConfig, dtype: torch.dtype, device: torch.device
 ) -> TemporalLayers:
@@ -228,9 +238,8 @@ def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelP
         inflated.set_model_attn1_replace(attn1, *site.key)
 
     if config.temporal_layers:
-        base = model.model
-        dtype = base.manual_cast_dtype or base.get_dtype()
-        attach_temporal_layers(inflated, build_temporal_layers(sites, config, dtype, model.offload_device))
+        layers = build_temporal_layers(sites, config, unet_compute_dtype(model), model.offload_device)
+        attach_temporal_layers(inflated, layers)
 
     if config.groupnorm == GroupNormMode.PER_VIDEO:
         for path, norm in resnet_group_norms(unet):

@@ -179,6 +179,23 @@ def test_tuned_model_predicts_differently_and_base_stays_bitwise(weights_folder)
     assert not list(weights_folder.iterdir())
 
 
+def test_tuned_model_runs_in_the_models_dtype_after_training_in_another():
+    """bf16 training (a GPU's default) on an fp32 model: the tuned model's temporal layers are fp32 like its UNet.
+
+    The trainer's compute dtype sits on the shared BaseModel until another model loads; building the tuned
+    layers from it made every edit after a tune fail on a dtype mismatch.
+    """
+    base = tiny_unet("sd1", 0)
+    model = inflate_model(base, InflationConfig())
+    x = moving_square_video()["samples"]
+    result = tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"))
+    assert {p.dtype for p in temporal_layers_of(result.model).parameters()} == {torch.float32}
+    tuned_prediction = apply_unet(result.model, x, 2.0, context(FRAMES), [0])
+    assert tuned_prediction.dtype == torch.float32 and torch.isfinite(tuned_prediction).all()
+    reinflated = inflate_model(base, InflationConfig())  # the same BaseModel, right after the tune
+    assert {p.dtype for p in temporal_layers_of(reinflated).parameters()} == {torch.float32}
+
+
 def test_save_load_round_trip_and_base_checks(weights_folder):
     model = video_model(seed=0)
     tuned, weights, _ = OneShotTune.execute(

@@ -9,6 +9,7 @@ import comfy.utils
 import folder_paths
 import pytest
 import torch
+from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
 from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 from comfyui_tune_a_video.comfy_glue.tuned_weights import FINGERPRINT_SAMPLES, fingerprint_indices
@@ -194,6 +195,18 @@ def test_tuned_model_runs_in_the_models_dtype_after_training_in_another():
     assert tuned_prediction.dtype == torch.float32 and torch.isfinite(tuned_prediction).all()
     reinflated = inflate_model(base, InflationConfig())  # the same BaseModel, right after the tune
     assert {p.dtype for p in temporal_layers_of(reinflated).parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize(("model_dtype", "precision"), [(torch.float16, "bf16"), (torch.bfloat16, "fp32")])
+def test_half_precision_models_tune_and_edit(model_dtype, precision):
+    """A GPU's usual pairing (fp16 checkpoint, bf16 training) and the reverse, through inversion and sampling."""
+    model = inflate_model(tiny_unet("sd1", 0, dtype=model_dtype), InflationConfig())
+    video, cond = moving_square_video(), text_cond("sd1", 1)
+    tuned = tune(model, video, cond, TuneSettings(steps=2, precision=precision)).model
+    assert {p.dtype for p in temporal_layers_of(tuned).parameters()} == {model_dtype}
+    inverted = invert_video(tuned, video, cond, 2, 1.0, "test")
+    edited = sample_video(tuned, cond, cond, inverted, 2, 5.0, 0.0, 0, "test")["samples"]
+    assert edited.shape == video["samples"].shape and torch.isfinite(edited).all()
 
 
 def test_save_load_round_trip_and_base_checks(weights_folder):

@@ -93,12 +93,12 @@ def fill_seeded(module: torch.nn.Module, seed: int) -> None:
         param.copy_(values.to(param.dtype))
 
 
-def tiny_unet(kind: str = "sd1", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+def tiny_unet(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32) -> comfy.model_patcher.ModelPatcher:
     config_class, model_type, extra = UNET_KINDS[kind]
     model_config = config_class({**_UNET_BASE, **extra})
     if model_config.unet_config["num_head_channels"] > 0:
         model_config.unet_config["num_head_channels"] = HEAD_CHANNELS  # SD2/SDXL's 64 would leave no head here
-    return _build(model_config, model_type, seed, torch.float32)
+    return _build(model_config, model_type, seed, dtype)
 
 
 def full_unet(kind: str, seed: int = 0, dtype: torch.dtype = torch.float16) -> comfy.model_patcher.ModelPatcher:

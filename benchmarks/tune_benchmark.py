@@ -297,8 +297,9 @@ def print_reference_table(args: argparse.Namespace, rows: list) -> None:
         raise SystemExit("no reference environment: run scripts/reference_env.sh first (see its header)")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(reference / "site"), str(reference / "Tune-A-Video"), os.environ.get("PYTHONPATH", "")])}
-    print(f"\nReference (showlab/Tune-A-Video as written: fp16 autocast on a GPU, xformers if importable, its "
-          f"gradient checkpointing) vs this pack, {args.steps} steps")
+    print(f"\nReference (showlab/Tune-A-Video as written: fp16 autocast and its xformers path on a GPU, with torch's "
+          f"SDPA as the kernel where xformers is not installed; its gradient checkpointing) vs this pack, "
+          f"{args.steps} steps")
     header = ("frames", "size", "ours: setting", "ref step s", "ours step s", "speed-up", "ref peak MB",
               "ours peak MB", "ours TFLOP/s", "ref attention")
     print(table_line(header, wide=2))

@@ -243,6 +243,8 @@ def main() -> None:
                     results[setting] = None
                     continue
                 results[setting] = json.loads(finished.stdout.strip().splitlines()[-1])
+                # Each result as soon as it exists: a run cut short (a device call's time limit) keeps it.
+                print(f"measured {frames} frames at {size} px, {setting}: {json.dumps(results[setting])}", flush=True)
             baseline = results[args.settings[0]]
             rows += [(frames, size, setting, result, baseline) for setting, result in results.items()]
 

@@ -32,6 +32,7 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     output = finished.stdout
     assert "failed" not in output, finished.stderr[-3000:]
+    assert sum(line.startswith("measured 2 frames at 64 px") for line in output.splitlines()) == 2  # as they finish
 
     tune_rows = table_rows(output, "2")
     settings = [row[2] for row in tune_rows if len(row) > 10]

@@ -71,6 +71,7 @@ def worker(args: argparse.Namespace) -> dict:
     from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
     from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
     from tiny_models import CONTEXT_DIM, full_unet, tiny_unet
+    from torch._dynamo.utils import counters as compile_counters
 
     scope, modifiers = parse_setting(args.setting)
     if "sync" in modifiers:
@@ -130,6 +131,8 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_mb": peak_mb,
         "weights_file_bytes": weights_file_bytes(result.weights),
         "device": str(device),
+        **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],
+            "graph_breaks": sum(compile_counters["graph_break"].values())} if "compile" in modifiers else {}),
     }
 
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The GPU measurements on the lent machine (prepared by tools/prepare_gpu_run.sh): install the carried
 # wheels, check CUDA and the host, then measure the parts asked for; every table lands in $OUT.
-# A device call may run 10 minutes, so run the parts one call each, most important first:
-#   run(command="bash benchmarks/gpu_run.sh tune24", carry=[".gpu"])
+# A device call may run 10 minutes and a session has 30 minutes of device time (start-up included), so
+# run the parts in this order, one call each (smoke with tune24), until the time is spent:
+#   run(command="bash benchmarks/gpu_run.sh smoke tune24", carry=[".gpu"])
+#   run(command="bash benchmarks/gpu_run.sh compile24", carry=[".gpu"]), then ablate24, sizes, sdxl
+# Each setting's numbers are printed as soon as they exist ("measured ..."), so a call cut off at its limit
+# still brings back what it measured.
 # Parts (SD1.5's UNet unless said; each row a tuning setting, see benchmarks/tune_benchmark.py):
 #   smoke      a minute on sd15_mini (SD1.5's blocks at a tenth of the width), with compile and the reference:
 #              checks the whole chain before the long parts; on a machine without CUDA it runs on the CPU,
 #              which rehearses the run with the device image's packages
 #   tune24     24 frames at 512: checkpointing blocks / transformers / off, inversion + sampling, the reference
-#   compile24  24 frames at 512: the same three scopes with regional torch.compile (compile time in "setup s")
+#   compile24  24 frames at 512: blocks and off with regional torch.compile (compile time in "setup s")
 #   ablate24   24 frames at 512: channels-last, a loss read-back every step, fp32, fp16, unfused attention
 #   sizes      8 frames at 512 and 768
 #   sdxl       SDXL's UNet, 8 frames at 1024
@@ -43,7 +47,7 @@ for part in "$@"; do
     smoke) bench --unet sd15_mini --frames 8 --size 64 --steps 12 --settings blocks blocks+compile off --edit-steps 10 \
       --repeats 1 "${GPU[@]}" "${REFERENCE[@]}";;
     tune24) bench "${SD15_24[@]}" --settings blocks transformers off --edit-steps 50 --repeats 3 "${REFERENCE[@]}";;
-    compile24) bench "${SD15_24[@]}" --settings blocks+compile transformers+compile off+compile --edit-steps 0;;
+    compile24) bench "${SD15_24[@]}" --settings blocks+compile off+compile --edit-steps 0;;
     ablate24) bench "${SD15_24[@]}" --settings blocks blocks+channels_last blocks+sync blocks+fp32 blocks+fp16 \
       blocks+naive_attention off+channels_last --edit-steps 0;;
     sizes) bench --unet sd15 --frames 8 --size 512 768 --steps 50 --settings blocks off --edit-steps 50 --repeats 3 \

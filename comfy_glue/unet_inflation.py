@@ -173,11 +173,10 @@ def resnet_group_norms(unet: UNetModel) -> list[tuple[str, nn.GroupNorm]]:
 def unet_compute_dtype(model) -> torch.dtype:
     """The dtype `model` runs its UNet in: its own compute-dtype patch, else the checkpoint's.
 
-    Never the shared BaseModel's manual_cast_dtype attribute: that holds whichever clone is loaded now
-    (One-Shot Tune's trainer sets its training precision there until another model loads).
+    Read through the patcher, never from the shared BaseModel's attribute: that holds whichever clone is
+    loaded now (One-Shot Tune's trainer sets its training precision there until another model loads).
     """
-    base = model.model
-    return model.object_patches.get("manual_cast_dtype") or base.model_config.manual_cast_dtype or base.get_dtype()
+    return model.get_model_object("manual_cast_dtype") or model.model.get_dtype()
 
 
 def build_temporal_layers(

@@ -6,7 +6,8 @@ and model loading are ComfyUI's. Everything trainable lives outside the user's m
 - to_q deltas, added to the frozen weights through ComfyUI weight wrappers on a private clone;
 - a private fp32 copy of the temporal layers.
 Afterwards the tuned MODEL is a fresh clone of the input with the deltas as weight patches and the
-trained temporal layers attached; the private training clone is simply dropped.
+trained temporal layers attached; the private training clone is unloaded at once (its patches undone,
+its fp32 copy freed), not left loaded until ComfyUI next needs the memory.
 """
 
 from contextlib import nullcontext
@@ -267,6 +268,8 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
                 NODE, "learning_rate", f"training diverged: {error}.",
                 "Nothing was kept. Try a lower learning_rate or precision fp32.",
             ) from error
+        finally:
+            unload_now([trainer, *trainer.get_nested_additional_models()])
 
         weights = TunedWeights(
             q_deltas={key: delta.detach().cpu() for key, delta in deltas.items()},
@@ -284,6 +287,15 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
             },
         )
     return TuneResult(apply_tuned_weights(model, weights), weights, losses)
+
+
+def unload_now(patchers: list) -> None:
+    """Unload these loaded patchers: weights and object patches restored, their memory given back."""
+    loaded_models = comfy.model_management.current_loaded_models
+    for index in reversed(range(len(loaded_models))):
+        if any(loaded_models[index].model is patcher for patcher in patchers):
+            loaded_models.pop(index).model_unload()
+    comfy.model_management.soft_empty_cache()
 
 
 def comfy_weight_shape(model, key: str) -> torch.Size:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
 from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
-from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
+from comfyui_tune_a_video.comfy_glue.one_shot_tune import TrainingForward, tune
 from comfyui_tune_a_video.comfy_glue.tuned_weights import FINGERPRINT_SAMPLES, fingerprint_indices
 from comfyui_tune_a_video.comfy_glue.unet_inflation import (
     inflate_model,
@@ -195,6 +195,20 @@ def test_tuned_model_runs_in_the_models_dtype_after_training_in_another():
     assert tuned_prediction.dtype == torch.float32 and torch.isfinite(tuned_prediction).all()
     reinflated = inflate_model(base, InflationConfig())  # the same BaseModel, right after the tune
     assert {p.dtype for p in temporal_layers_of(reinflated).parameters()} == {torch.float32}
+
+
+def test_tuning_leaves_nothing_of_its_trainer_loaded():
+    """The trainer and its fp32 copy of the temporal layers are unloaded when tuning ends, their patches undone."""
+    model = video_model()
+    x = moving_square_video()["samples"]
+    apply_unet(model, x, 2.0, context(FRAMES), [0])
+    loaded_before = {id(loaded.model) for loaded in comfy.model_management.current_loaded_models}
+    tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"))
+    loaded_after = {id(loaded.model) for loaded in comfy.model_management.current_loaded_models}
+    assert loaded_after <= loaded_before
+    unet = supported_unet(model)
+    assert unet is model.model.diffusion_model and model.model.manual_cast_dtype is None  # not the trainer's bf16
+    assert not [m for m in unet.modules() if isinstance(vars(m).get("forward"), TrainingForward)]
 
 
 @pytest.mark.parametrize(("model_dtype", "precision"), [(torch.float16, "bf16"), (torch.bfloat16, "fp32")])

@@ -85,12 +85,13 @@ class TrainingForward:
         self.run = torch.compile(self.run_layer, dynamic=False) if compile else self.run_layer
 
     def __call__(self, *args, **kwargs):
-        return self.run(*args, **kwargs)
+        # The video layout is read here, outside the compiled function: Dynamo before torch 2.14 cannot
+        # trace ContextVar.get and would break every layer's graph on it.
+        return self.run(peek_videos(), *args, **kwargs)
 
-    def run_layer(self, *args, **kwargs):
+    def run_layer(self, videos: int | None, *args, **kwargs):
         if not (self.checkpoint and torch.is_grad_enabled()):
             return self.forward(*args, **kwargs)
-        videos = peek_videos()
         frozen_args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
         frozen_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
 

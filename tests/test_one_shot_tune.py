@@ -211,6 +211,28 @@ def test_tuning_leaves_nothing_of_its_trainer_loaded():
     assert not [m for m in unet.modules() if isinstance(vars(m).get("forward"), TrainingForward)]
 
 
+def test_tuned_model_edits_alike_when_comfyui_loads_it_partially(monkeypatch):
+    """ComfyUI's partial (lowvram) loading, forced here on the CPU: the tuned to_q deltas are applied layer by
+    layer as weights are cast, and inversion plus sampling give exactly the fully loaded result."""
+    video, cond = moving_square_video(), text_cond("sd1", 1)
+    tuned = tune(video_model(live_temporal=True), video, cond, TuneSettings(steps=3, learning_rate=1e-2)).model
+
+    def edit() -> torch.Tensor:
+        inverted = invert_video(tuned, video, cond, 3, 1.0, "test")
+        return sample_video(tuned, cond, cond, inverted, 3, 5.0, 0.0, 0, "test")["samples"]
+
+    fully_loaded = edit()
+    comfy.model_management.unload_all_models()
+    monkeypatch.setattr(comfy.model_management, "is_device_cpu", lambda device: False)
+    monkeypatch.setattr(comfy.model_management, "vram_state", comfy.model_management.VRAMState.NO_VRAM)
+    try:
+        partially_loaded = edit()
+        assert tuned.model.model_lowvram and tuned.lowvram_patch_counter() > 0
+    finally:
+        comfy.model_management.unload_all_models()
+    torch.testing.assert_close(partially_loaded, fully_loaded, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(("model_dtype", "precision"), [(torch.float16, "bf16"), (torch.bfloat16, "fp32")])
 def test_half_precision_models_tune_and_edit(model_dtype, precision):
     """A GPU's usual pairing (fp16 checkpoint, bf16 training) and the reverse, through inversion and sampling."""

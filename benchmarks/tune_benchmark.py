@@ -15,7 +15,7 @@ first setting is the baseline of the ratio columns.
 environment scripts/reference_env.sh builds) on the same architecture and sizes, and prints the ratio.
 
 Each configuration runs in its own process so peak memory (RSS on the CPU, max_memory_allocated on
-a GPU) belongs to that configuration alone. Step times come from the progress hook, which fires
+a GPU) belongs to that configuration alone. Step times come from One-Shot Tune's progress reports, which come
 after the loss read-back (a device sync), so they are wall-clock times of whole optimiser steps.
 "setup s" is everything before the steady state: moving the model to the device, the first steps'
 warm-up and, with +compile, compilation (FLOPs are counted on one extra eager step before it).
@@ -95,7 +95,15 @@ def worker(args: argparse.Namespace) -> dict:
     conditioning = [[torch.randn(1, 77, context_dim, generator=generator), extras]]
 
     stamps: list[float] = []
-    comfy.utils.set_progress_bar_global_hook(lambda *args, **kwargs: stamps.append(time.perf_counter()))
+
+    class StampedProgress(one_shot_tune.NodeProgress):
+        """Times each progress report (ComfyUI's own progress hook is throttled in newer versions)."""
+
+        def update(self, done: int, text: str | None = None) -> None:
+            stamps.append(time.perf_counter())
+            super().update(done, text)
+
+    one_shot_tune.NodeProgress = StampedProgress
     device = comfy.model_management.get_torch_device()
     settings = TuneSettings(
         steps=args.steps, learning_rate=3e-5, seed=0, gradient_checkpointing=CheckpointScope(scope),

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 
+import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.ops
 import comfy.samplers
@@ -102,6 +103,27 @@ class TrainingForward:
                 return self.forward(*call_args, **call_kwargs)
 
         return torch.utils.checkpoint.checkpoint(recomputable, *frozen_args, use_reentrant=False, **frozen_kwargs)
+
+
+# ComfyUI's split and sub-quadratic attention (its choice on the CPU and where SDPA is off) chunk the work by
+# the memory free at each call.
+MEMORY_ADAPTIVE_ATTENTION = tuple(
+    getattr(function, "__wrapped__", function)
+    for function in (comfy_attention.attention_split, comfy_attention.attention_sub_quad)
+)
+
+
+def trainable_attention(attention, *args, **kwargs):
+    """ComfyUI attention override while tuning: the same differentiable computation every time.
+
+    Sub-quadratic attention's chunked path cannot be differentiated (it writes exp() into a preallocated
+    tensor), and a memory-adaptive attention may chunk a checkpointed layer's recomputation unlike its
+    forward pass, which torch refuses (seen on the CPU at 512x512). Those two give way to torch's SDPA
+    while tuning; any other attention runs as the user chose.
+    """
+    if attention in MEMORY_ADAPTIVE_ATTENTION:
+        return comfy_attention.attention_pytorch(*args, **kwargs)
+    return attention(*args, **kwargs)
 
 
 class _TuningSampler(comfy.samplers.Sampler):
@@ -211,6 +233,7 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         temporal = training_temporal_layers(model)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
+        trainer.model_options["transformer_options"].setdefault("optimized_attention_override", trainable_attention)
         scope = CheckpointScope(settings.gradient_checkpointing)
         sites = layer_sites(model)
         for path, module in sites:

@@ -142,6 +142,26 @@ def test_channels_last_reaches_the_unet_and_does_not_change_the_losses():
     torch.testing.assert_close(channels_last, tuned_losses(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scope", [CheckpointScope.BLOCKS, CheckpointScope.OFF])
+def test_tuning_trains_where_comfyui_picks_sub_quadratic_attention(monkeypatch, scope):
+    """ComfyUI's sub-quadratic attention (its CPU default) chunks by the memory free at each call, here
+    changing from call to call: its chunked path cannot be differentiated, and a recomputed layer would
+    chunk unlike its forward pass (torch refused that at 512x512). Tuning runs on SDPA instead."""
+    monkeypatch.setattr(comfy_attention, "optimized_attention", comfy_attention.attention_sub_quad)
+    monkeypatch.setattr(comfy_attention, "optimized_attention_masked", comfy_attention.attention_sub_quad)
+    free_memory = torch.Generator().manual_seed(0)
+
+    def fluctuating_free_memory(device=None, torch_free_too=False):
+        free = 1e12 if torch.rand(1, generator=free_memory).item() < 0.5 else 1.0
+        return (free, free) if torch_free_too else free
+
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", fluctuating_free_memory)
+    video = {"samples": torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))}  # 1024 tokens
+    settings = TuneSettings(steps=2, learning_rate=1e-3, gradient_checkpointing=scope)
+    losses = tune(video_model(), video, text_cond("sd1", 1), settings).losses
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+
+
 def test_compiled_layers_train_alike_in_whole_graphs(monkeypatch):
     """torch.compile'd layers (checkpointed or not) give the eager losses, each layer traced into one graph.
 

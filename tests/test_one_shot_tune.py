@@ -229,6 +229,7 @@ def test_tuning_leaves_nothing_of_its_trainer_loaded():
     unet = supported_unet(model)
     assert unet is model.model.diffusion_model and model.model.manual_cast_dtype is None  # not the trainer's bf16
     assert not [m for m in unet.modules() if isinstance(vars(m).get("forward"), TrainingForward)]
+    assert "optimized_attention_override" not in model.model_options["transformer_options"]
 
 
 def test_tuned_model_edits_alike_when_comfyui_loads_it_partially(monkeypatch):

@@ -165,14 +165,14 @@ def test_tuning_trains_where_comfyui_picks_sub_quadratic_attention(monkeypatch, 
 def test_compiled_layers_train_alike_in_whole_graphs(monkeypatch):
     """torch.compile'd layers (checkpointed or not) give the eager losses, each layer traced into one graph.
 
-    With ComfyUI's SDPA attention, as on a GPU (the CPU default, sub-quadratic attention, breaks graphs).
-    The compiled graphs run through AOTAutograd without code generation (backend aot_eager): Dynamo's
-    tracing, guards and checkpointing are what this pack controls; inductor's kernels are torch's and
-    take minutes to build on a 2-core CPU (the benchmark times them on a GPU).
+    With the CPU's attention as ComfyUI picks it (sub-quadratic, which tuning runs as SDPA through its
+    attention override, so the override is traced too). The compiled graphs run through AOTAutograd without
+    code generation (backend aot_eager): Dynamo's tracing, guards and checkpointing are what this pack
+    controls; inductor's kernels are torch's and take minutes to build on a 2-core CPU (the benchmark times
+    them on a GPU).
     """
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(comfy_attention, "optimized_attention", comfy_attention.attention_pytorch)
     monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
     eager = tuned_losses()
     for scope in (CheckpointScope.BLOCKS, CheckpointScope.OFF):

@@ -113,17 +113,35 @@ MEMORY_ADAPTIVE_ATTENTION = tuple(
 )
 
 
-def trainable_attention(attention, *args, **kwargs):
-    """ComfyUI attention override while tuning: the same differentiable computation every time.
+def trainable(attention):
+    """The attention to tune with: split and sub-quadratic give way to torch's SDPA, any other runs as chosen.
 
     Sub-quadratic attention's chunked path cannot be differentiated (it writes exp() into a preallocated
     tensor), and a memory-adaptive attention may chunk a checkpointed layer's recomputation unlike its
-    forward pass, which torch refuses (seen on the CPU at 512x512). Those two give way to torch's SDPA
-    while tuning; any other attention runs as the user chose.
+    forward pass, which torch refuses (seen on the CPU at 512x512).
     """
     if attention in MEMORY_ADAPTIVE_ATTENTION:
-        return comfy_attention.attention_pytorch(*args, **kwargs)
-    return attention(*args, **kwargs)
+        return comfy_attention.attention_pytorch
+    return attention
+
+
+def trainable_attention(attention, *args, **kwargs):
+    """ComfyUI attention override while tuning: the same differentiable computation every time."""
+    return trainable(attention)(*args, **kwargs)
+
+
+def tuning_attention_override(user_override=None):
+    """Tuning's attention override, put in front of one the user's graph already set on the model.
+
+    The user's override still decides; it is handed the trainable attention in place of ComfyUI's choice.
+    """
+    if user_override is None:
+        return trainable_attention
+
+    def override(attention, *args, **kwargs):
+        return user_override(trainable(attention), *args, **kwargs)
+
+    return override
 
 
 class _TuningSampler(comfy.samplers.Sampler):
@@ -233,7 +251,10 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         temporal = training_temporal_layers(model)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
-        trainer.model_options["transformer_options"].setdefault("optimized_attention_override", trainable_attention)
+        transformer_options = trainer.model_options["transformer_options"]
+        transformer_options["optimized_attention_override"] = tuning_attention_override(
+            transformer_options.get("optimized_attention_override")
+        )
         scope = CheckpointScope(settings.gradient_checkpointing)
         sites = layer_sites(model)
         for path, module in sites:

@@ -162,6 +162,29 @@ def test_tuning_trains_where_comfyui_picks_sub_quadratic_attention(monkeypatch, 
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
+def test_tuning_keeps_the_users_attention_override_and_hands_it_trainable_attention(monkeypatch):
+    """An override the user's graph set on the model still decides while tuning, and is handed SDPA in place
+    of ComfyUI's sub-quadratic choice (which it would otherwise run untrainably)."""
+    monkeypatch.setattr(comfy_attention, "optimized_attention", comfy_attention.attention_sub_quad)
+    monkeypatch.setattr(comfy_attention, "optimized_attention_masked", comfy_attention.attention_sub_quad)
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda device=None, torch_free_too=False: (
+        (1.0, 1.0) if torch_free_too else 1.0  # so little free memory that sub-quadratic attention chunks
+    ))
+    handed = []
+
+    def users_override(attention, *args, **kwargs):
+        handed.append(getattr(attention, "__wrapped__", attention))
+        return attention(*args, **kwargs)
+
+    model = video_model()
+    model.model_options["transformer_options"]["optimized_attention_override"] = users_override
+    video = {"samples": torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))}  # 1024 tokens
+    losses = tune(model, video, text_cond("sd1", 1), TuneSettings(steps=2, learning_rate=1e-3)).losses
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    assert handed and set(handed) == {comfy_attention.attention_pytorch.__wrapped__}
+    assert model.model_options["transformer_options"]["optimized_attention_override"] is users_override
+
+
 def test_compiled_layers_train_alike_in_whole_graphs(monkeypatch):
     """torch.compile'd layers (checkpointed or not) give the eager losses, each layer traced into one graph.
 

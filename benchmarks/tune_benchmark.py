@@ -4,19 +4,31 @@
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 \
         --edit-steps 50 --gpu --settings blocks transformers off blocks+compile
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15_mini --reference    # side by side, CPU
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 2 4 --size 512 \
+        --steps 2 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
 
 --settings names the tuning settings to measure, one row each: a gradient checkpointing scope (blocks,
-transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32 or
-+fp16 (precision; default auto: bf16 on a GPU), +sync (read the loss back every step instead of every
-GPU_REPORT_EVERY) or +naive_attention (ComfyUI's unfused attention instead of its optimised one). The
-first setting is the baseline of the ratio columns.
+transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32,
++fp16 or +bf16 (precision; default auto: bf16 on a GPU, fp32 on the CPU), +sync (read the loss back every
+step instead of every GPU_REPORT_EVERY) or +naive_attention (ComfyUI's unfused attention instead of its
+optimised one). The first setting is the baseline of the ratio columns.
 
 --reference also times the public reference implementation (benchmarks/reference_worker.py, in the
 environment scripts/reference_env.sh builds) on the same architecture and sizes, and prints the ratio.
 
-Each configuration runs in its own process so peak memory (RSS on the CPU, max_memory_allocated on
-a GPU) belongs to that configuration alone. Step times come from One-Shot Tune's progress reports, which come
-after the loss read-back (a device sync), so they are wall-clock times of whole optimiser steps.
+Each configuration runs in its own process so its peak memory belongs to it alone. "peak MB" is tensor
+memory: torch.cuda.max_memory_allocated on a GPU; on the CPU, which has no such counter (and whose RSS
+counts the interpreter, libraries and freed-but-kept pages too), the same quantity counted: the tensors that
+exist before tuning (the UNet's weights) plus the peak of torch's allocations during an extra eager 2-step
+tune, read from the profiler's allocator events. So with --weights fp16 and +bf16 the CPU counts what a
+GPU would hold, up to cuDNN/cuBLAS workspaces and allocator rounding. At one size tensor memory grows
+linearly with frames (every saved activation is per frame; sparse-causal keys are two frames whatever the
+length; fused attention keeps no score matrix), so with two or more --frames the script fits fixed + per
+frame to the forward/backward peaks and reports the peak at --extrapolate-frames (or the optimiser step's,
+which does not grow with frames, where that is higher).
+
+Step times come from One-Shot Tune's progress reports, which come after the loss read-back (a device
+sync), so they are wall-clock times of whole optimiser steps.
 "setup s" is everything before the steady state: moving the model to the device, the first steps'
 warm-up and, with +compile, compilation (FLOPs are counted on one extra eager step before it).
 "syncs/step" (GPU) counts the times PyTorch made the host wait for the GPU during the steady state; the
@@ -41,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 GPU_BF16_TFLOPS = 800  # dense bf16 matrix products on the lent H100 (KINDS.md: 769-798 measured)
 SCOPES = ("blocks", "transformers", "off")
-MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "sync", "naive_attention")
+MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention")
 
 
 def table_line(cells, wide: int | None = None) -> str:
@@ -78,13 +90,16 @@ def worker(args: argparse.Namespace) -> dict:
         one_shot_tune.GPU_REPORT_EVERY = 1
     if "naive_attention" in modifiers:
         comfy_attention.optimized_attention = comfy_attention.attention_basic
-    precision = next((m for m in ("fp32", "fp16") if m in modifiers), "auto")
+    precision = next((m for m in ("fp32", "fp16", "bf16") if m in modifiers), "auto")
+    weights_dtype = {"fp16": torch.float16, "fp32": torch.float32}.get(
+        args.weights, torch.float16 if args.gpu else torch.float32
+    )
 
     started = time.perf_counter()
     if args.unet == "tiny":
-        base = tiny_unet("sd1", seed=0)
+        base = tiny_unet("sd1", seed=0, dtype=weights_dtype)
     else:
-        base = full_unet(args.unet, seed=0, dtype=torch.float16 if args.gpu else torch.float32)
+        base = full_unet(args.unet, seed=0, dtype=weights_dtype)
     context_dim = {"tiny": CONTEXT_DIM, "sd15_mini": 64, "sd15": 768, "sdxl": 2048}[args.unet]
     model = inflate_model(base, InflationConfig())
     build_s = time.perf_counter() - started
@@ -111,6 +126,7 @@ def worker(args: argparse.Namespace) -> dict:
         channels_last="channels_last" in modifiers,
     )
     step_flops = count_step_flops(model, latent, conditioning, settings)
+    counted_peaks = {} if device.type == "cuda" else count_tensor_peak(model, latent, conditioning, settings)
     comfy.model_management.soft_empty_cache()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -124,10 +140,6 @@ def worker(args: argparse.Namespace) -> dict:
     # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
     step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
     median_step_s = statistics.median(step_times) if step_times else float("nan")
-    peak_mb = (
-        torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
     edit = time_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
     return {
         **edit,
@@ -136,7 +148,9 @@ def worker(args: argparse.Namespace) -> dict:
         "median_step_s": median_step_s,
         "syncs_per_step": sum(t > stamps[0] for t in sync_times) / steady_steps if device.type == "cuda" else None,
         "step_tflop": step_flops / 1e12,
-        "peak_mb": peak_mb,
+        **({"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device.type == "cuda" else {
+            **counted_peaks, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }),
         "weights_file_bytes": weights_file_bytes(result.weights),
         "device": str(device),
         **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],
@@ -188,6 +202,38 @@ def count_step_flops(model, latent: dict, conditioning: list, settings) -> float
     return float(counter.get_total_flops())
 
 
+def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> dict:
+    """Peak tensor memory (MB) of an eager 2-step tune on the CPU: what max_memory_allocated reads on a GPU.
+
+    The tensors that exist before (the model's weights, the latent and the conditioning, each storage once)
+    plus the highest running sum of torch's allocations and frees during the tune, from the profiler's
+    allocator events. Two steps: the optimiser's state exists from the first step on. Also the peak outside
+    the optimiser's steps (forward and backward): only that part grows with frames, and the CPU's multi-tensor
+    AdamW needs more temporaries than the fused one a GPU runs.
+    """
+    from dataclasses import replace
+
+    from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
+    from torch.profiler import ProfilerActivity, profile
+
+    existing = [latent["samples"], *(c[0] for c in conditioning)]
+    for patcher in (model, *model.get_nested_additional_models()):
+        existing += patcher.model.state_dict().values()
+    existing_bytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in existing}.values())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        tune(model, latent, conditioning, replace(settings, steps=2, compile=False))
+    events = profiler.profiler.kineto_results.events()
+    optimizer_steps = [(e.start_ns(), e.end_ns()) for e in events if e.name().startswith("Optimizer.step#")]
+    changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    running, highest = 0, {"optimizer_step": 0, "forward_backward": 0}
+    for when, change in changes:
+        running += change
+        phase = "optimizer_step" if any(start <= when <= end for start, end in optimizer_steps) else "forward_backward"
+        highest[phase] = max(highest[phase], running)
+    peaks = {f"{phase}_peak_mb": (existing_bytes + value) / 2**20 for phase, value in highest.items()}
+    return {"peak_mb": max(peaks.values()), **peaks}
+
+
 def time_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
     """Median wall time of DDIM Invert Video and TAV Sample (cfg on), each `steps` steps, on the tuned model."""
     import comfy.model_management
@@ -222,6 +268,10 @@ def main() -> None:
     parser.add_argument("--edit-steps", type=int, default=10, help="DDIM steps for inversion and sampling (0: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of inversion + sampling")
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--weights", choices=["auto", "fp16", "fp32"], default="auto",
+                        help="UNet weight dtype (auto: fp16 on a GPU, as ComfyUI loads SD1.5 there; fp32 on the CPU)")
+    parser.add_argument("--extrapolate-frames", type=int, default=24,
+                        help="with two or more --frames: the fitted peak tensor memory at this many frames")
     parser.add_argument("--reference", action="store_true",
                         help="also time the reference implementation (needs scripts/reference_env.sh first)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -246,6 +296,7 @@ def main() -> None:
                     sys.executable, __file__, "--worker", "--unet", args.unet, "--frames", str(frames),
                     "--size", str(size), "--steps", str(args.steps), "--setting", setting,
                     "--repeats", str(args.repeats), "--edit-steps", str(args.edit_steps if index == 0 else 0),
+                    "--weights", args.weights,
                     *(["--gpu"] if args.gpu else []),
                 ]
                 finished = subprocess.run(command, capture_output=True, text=True)
@@ -287,6 +338,7 @@ def main() -> None:
         print(f"Tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
               f"({size_bytes / 2**20:.1f} MiB)")
 
+    print_memory_fit(args, measured)
     if args.reference:
         print_reference_table(args, rows)
 
@@ -303,6 +355,37 @@ def main() -> None:
             print(table_line(cells))
 
 
+def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
+    """Peak tensor memory against frames: a least-squares line through the forward/backward peaks of each size
+    and setting (the optimiser's step, whose peak does not depend on frames, can top them at few frames).
+    On a GPU, max_memory_allocated has no phases: its peaks are fitted as they are."""
+    fits = []
+    for size in args.size:
+        for setting in args.settings:
+            results = [(frames, result) for frames, row_size, row_setting, result, _ in measured
+                       if row_size == size and row_setting == setting]
+            points = [(frames, result.get("forward_backward_peak_mb", result["peak_mb"])) for frames, result in results]
+            if len({frames for frames, _ in points}) < 2:
+                continue
+            mean_f = statistics.fmean(f for f, _ in points)
+            mean_mb = statistics.fmean(mb for _, mb in points)
+            per_frame = (sum((f - mean_f) * (mb - mean_mb) for f, mb in points)
+                         / sum((f - mean_f) ** 2 for f, _ in points))
+            fixed = mean_mb - per_frame * mean_f
+            optimizer_step = max(result.get("optimizer_step_peak_mb", 0) for _, result in results)
+            extrapolated = max(fixed + per_frame * args.extrapolate_frames, optimizer_step)
+            fits.append((size, setting, fixed, per_frame, extrapolated))
+    if not fits:
+        return
+    frame_counts = ", ".join(map(str, sorted(set(args.frames))))
+    print(f"\nPeak tensor memory against frames (forward/backward peaks at {frame_counts} frames, least squares; "
+          f"at {args.extrapolate_frames} frames: that line or the optimiser step's peak, whichever is higher)")
+    header = ("size", "setting", "fixed MB", "MB per frame", f"at {args.extrapolate_frames} frames MB")
+    print(table_line(header, wide=1))
+    for size, setting, fixed, per_frame, extrapolated in fits:
+        print(table_line((size, setting, f"{fixed:.0f}", f"{per_frame:.1f}", f"{extrapolated:.0f}"), wide=1))
+
+
 def print_reference_table(args: argparse.Namespace, rows: list) -> None:
     """The reference implementation (run once per size) on the same UNet and sizes, beside each of our settings."""
     reference = REPO / ".reference"
@@ -313,8 +396,9 @@ def print_reference_table(args: argparse.Namespace, rows: list) -> None:
     print(f"\nReference (showlab/Tune-A-Video as written: fp16 autocast and its xformers path on a GPU, with torch's "
           f"SDPA as the kernel where xformers is not installed; its gradient checkpointing) vs this pack, "
           f"{args.steps} steps")
-    header = ("frames", "size", "ours: setting", "ref step s", "ours step s", "speed-up", "ref peak MB",
-              "ours peak MB", "ours TFLOP/s", "ref attention")
+    memory = "peak MB" if args.gpu else "RSS MB"  # the reference's CPU memory is its process's peak RSS
+    header = ("frames", "size", "ours: setting", "ref step s", "ours step s", "speed-up", f"ref {memory}",
+              f"ours {memory}", "ours TFLOP/s", "ref attention")
     print(table_line(header, wide=2))
     reference_results = {}
     for frames, size, setting, ours, _ in rows:
@@ -337,7 +421,8 @@ def print_reference_table(args: argparse.Namespace, rows: list) -> None:
             continue
         cells = (frames, size, setting, f"{ref['median_step_s']:.4f}", f"{ours['median_step_s']:.4f}",
                  f"{ref['median_step_s'] / ours['median_step_s']:.2f}x", f"{ref['peak_mb']:.0f}",
-                 f"{ours['peak_mb']:.0f}", f"{ours['step_tflop'] / ours['median_step_s']:.3f}", ref["attention"])
+                 f"{ours.get('rss_mb', ours['peak_mb']):.0f}", f"{ours['step_tflop'] / ours['median_step_s']:.3f}",
+                 ref["attention"])
         print(table_line(cells, wide=2))
     print("Note: with gradient checkpointing the reference's down-block transformers get no gradient (reentrant "
           "checkpoints whose inputs need none), so its step does less work than the method asks for.")

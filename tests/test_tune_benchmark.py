@@ -4,10 +4,16 @@ The lent GPU machine's image has no PyAV, so ComfyUI's `nodes` module (comfy_api
 imported there; the benchmark, and every part of the pack it drives, must not need it.
 """
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys
+from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, temporal_layers_of
+from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+from tiny_models import tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +28,9 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('PyAV is not installed on this image')\n")
     command = [
-        sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "--steps", "3",
+        sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "3", "--steps", "3",
         "--settings", "blocks", "off+channels_last", "--edit-steps", "2", "--repeats", "1",
+        "--extrapolate-frames", "24",
     ]
     finished = subprocess.run(
         command, capture_output=True, text=True, timeout=600,
@@ -32,15 +39,48 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     output = finished.stdout
     assert "failed" not in output, finished.stderr[-3000:]
-    assert sum(line.startswith("measured 2 frames at 64 px") for line in output.splitlines()) == 2  # as they finish
+    measured = [line for line in output.splitlines() if line.startswith("measured ")]  # each as it finishes
+    settings = ("blocks", "off+channels_last")
+    assert [line.split(":")[0] for line in measured] == [
+        f"measured {frames} frames at 64 px, {setting}" for frames in (2, 3) for setting in settings
+    ]
 
     tune_rows = table_rows(output, "2")
-    settings = [row[2] for row in tune_rows if len(row) > 10]
-    assert settings == ["blocks", "off+channels_last"]
+    assert tuple(row[2] for row in tune_rows if len(row) > 10) == settings
+    # The CPU's peak is counted tensor memory: at least the weights plus the trainable values' fp32 copies,
+    # gradients and AdamW moments, which the profiler's allocator events must have seen being made.
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig())
+    temporal = temporal_layers_of(model)
+    weight_bytes = sum(t.nbytes for t in model.model.state_dict().values()) + sum(
+        t.nbytes for t in temporal.state_dict().values()
+    )
+    trainable = sum(model.get_model_object(key).numel() for key in tuned_q_keys(model)) + sum(
+        p.numel() for p in temporal.parameters()
+    )
     for row in tune_rows[:2]:
-        median_step_s, tflop_per_step, peak_mb = float(row[3]), float(row[5]), float(row[9])
-        assert median_step_s > 0 and tflop_per_step > 0 and peak_mb > 0
-    assert float(tune_rows[0][10]) == 1.0  # the first setting is the ratios' baseline
+        median_step_s, tflop_per_step, peak_mb = float(row[3]), float(row[5]), float(row[8])
+        assert median_step_s > 0 and tflop_per_step > 0
+        assert peak_mb * 2**20 > weight_bytes + 16 * trainable
+    results = {}
+    for line in measured:
+        frames, setting = int(line.split()[1]), line.split(", ")[1].split(":")[0]
+        results[frames, setting] = result = json.loads(line.split(": ", 1)[1])
+        assert result["rss_mb"] > 0 and result["forward_backward_peak_mb"] * 2**20 > weight_bytes + 16 * trainable
+        assert result["peak_mb"] == max(result["forward_backward_peak_mb"], result["optimizer_step_peak_mb"])
+
+    fits = [row for row in table_rows(output, "64") if len(row) == 5]
+    assert tuple(row[1] for row in fits) == settings
+    for _, setting, fixed, per_frame, at_24 in fits:
+        fixed, per_frame, at_24 = float(fixed), float(per_frame), float(at_24)
+        for frames in (2, 3):  # two frame counts: the line passes through both forward/backward peaks
+            assert abs(fixed + per_frame * frames - results[frames, setting]["forward_backward_peak_mb"]) < 1.5
+        optimizer_step = max(results[frames, setting]["optimizer_step_peak_mb"] for frames in (2, 3))
+        assert abs(max(fixed + 24 * per_frame, optimizer_step) - at_24) < 2  # the rounding of fixed and per frame
+    assert float(fits[1][3]) > 0  # without checkpointing, every frame adds activations
+    assert float(tune_rows[0][9]) == float(tune_rows[0][10]) == 1.0  # the first setting is the ratios' baseline
+    speed_x, memory_x = float(tune_rows[1][9]), float(tune_rows[1][10])
+    assert abs(speed_x - float(tune_rows[0][3]) / float(tune_rows[1][3])) < 0.02 * speed_x + 0.01
+    assert abs(memory_x - float(tune_rows[1][8]) / float(tune_rows[0][8])) < 0.1 * memory_x
     assert "Tuned-weights file (fp16" in output
 
     edit_row = next(row for row in tune_rows if len(row) == 6)

@@ -126,7 +126,6 @@ def worker(args: argparse.Namespace) -> dict:
         channels_last="channels_last" in modifiers,
     )
     step_flops = count_step_flops(model, latent, conditioning, settings)
-    counted_peaks = {} if device.type == "cuda" else count_tensor_peak(model, latent, conditioning, settings)
     comfy.model_management.soft_empty_cache()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -140,6 +139,11 @@ def worker(args: argparse.Namespace) -> dict:
     # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
     step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
     median_step_s = statistics.median(step_times) if step_times else float("nan")
+    memory = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device.type == "cuda" else {
+        # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **count_tensor_peak(model, latent, conditioning, settings),
+    }
     edit = time_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
     return {
         **edit,
@@ -148,9 +152,7 @@ def worker(args: argparse.Namespace) -> dict:
         "median_step_s": median_step_s,
         "syncs_per_step": sum(t > stamps[0] for t in sync_times) / steady_steps if device.type == "cuda" else None,
         "step_tflop": step_flops / 1e12,
-        **({"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device.type == "cuda" else {
-            **counted_peaks, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }),
+        **memory,
         "weights_file_bytes": weights_file_bytes(result.weights),
         "device": str(device),
         **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],

@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --frames 24 --size 512 --steps 30 \
         --edit-steps 50 --gpu --settings blocks transformers off blocks+compile
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15_mini --reference    # side by side, CPU
-    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 2 4 --size 512 \
-        --steps 2 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 4 6 8 --size 512 \
+        --steps 1 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
 
 --settings names the tuning settings to measure, one row each: a gradient checkpointing scope (blocks,
 transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32,

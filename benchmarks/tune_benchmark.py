@@ -17,15 +17,16 @@ optimised one). The first setting is the baseline of the ratio columns.
 environment scripts/reference_env.sh builds) on the same architecture and sizes, and prints the ratio.
 
 Each configuration runs in its own process so its peak memory belongs to it alone. "peak MB" is tensor
-memory: torch.cuda.max_memory_allocated on a GPU; on the CPU, which has no such counter (and whose RSS
-counts the interpreter, libraries and freed-but-kept pages too), the same quantity counted: the tensors that
-exist before tuning (the UNet's weights) plus the peak of torch's allocations during an extra eager 2-step
-tune, read from the profiler's allocator events. So with --weights fp16 and +bf16 the CPU counts what a
-GPU would hold, up to cuDNN/cuBLAS workspaces and allocator rounding. At one size tensor memory grows
-linearly with frames (every saved activation is per frame; sparse-causal keys are two frames whatever the
-length; fused attention keeps no score matrix), so with two or more --frames the script fits fixed + per
-frame to the forward/backward peaks and reports the peak at --extrapolate-frames (or the optimiser step's,
-which does not grow with frames, where that is higher).
+memory: torch.cuda.max_memory_allocated on a GPU (the "measured" line adds max_memory_reserved, what the
+card must have); on the CPU, which has no such counter (and whose RSS counts the interpreter, libraries
+and freed-but-kept pages too), the same quantity counted: the tensors that exist before tuning (the UNet's
+weights) plus the peak of torch's allocations during an extra eager 2-step tune, read from the profiler's
+allocator events. So with --weights fp16 and +bf16 the CPU counts what a GPU would hold, up to
+cuDNN/cuBLAS workspaces and allocator rounding. At one size tensor memory grows linearly with frames
+(every saved activation is per frame; sparse-causal keys are two frames whatever the length; fused
+attention keeps no score matrix), so with two or more --frames the script fits fixed + per frame to the
+forward/backward peaks and reports the peak at --extrapolate-frames (or the optimiser step's, which does
+not grow with frames, where that is higher).
 
 Step times come from One-Shot Tune's progress reports, which come after the loss read-back (a device
 sync), so they are wall-clock times of whole optimiser steps.
@@ -139,7 +140,10 @@ def worker(args: argparse.Namespace) -> dict:
     # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
     step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
     median_step_s = statistics.median(step_times) if step_times else float("nan")
-    memory = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device.type == "cuda" else {
+    memory = {
+        # Allocated is what the tensors need; reserved adds the caching allocator's slack (what a card must have).
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20, "reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+    } if device.type == "cuda" else {
         # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **count_tensor_peak(model, latent, conditioning, settings),

@@ -373,11 +373,7 @@ def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
             points = [(frames, result.get("forward_backward_peak_mb", result["peak_mb"])) for frames, result in results]
             if len({frames for frames, _ in points}) < 2:
                 continue
-            mean_f = statistics.fmean(f for f, _ in points)
-            mean_mb = statistics.fmean(mb for _, mb in points)
-            per_frame = (sum((f - mean_f) * (mb - mean_mb) for f, mb in points)
-                         / sum((f - mean_f) ** 2 for f, _ in points))
-            fixed = mean_mb - per_frame * mean_f
+            per_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
             optimizer_step = max(result.get("optimizer_step_peak_mb", 0) for _, result in results)
             extrapolated = max(fixed + per_frame * args.extrapolate_frames, optimizer_step)
             fits.append((size, setting, fixed, per_frame, extrapolated))

@@ -26,7 +26,9 @@ cuDNN/cuBLAS workspaces and allocator rounding. At one size tensor memory grows 
 (every saved activation is per frame; sparse-causal keys are two frames whatever the length; fused
 attention keeps no score matrix), so with two or more --frames the script fits fixed + per frame to the
 forward/backward peaks and reports the peak at --extrapolate-frames (or the optimiser step's, which does
-not grow with frames, where that is higher).
+not grow with frames, where that is higher). The edit table (DDIM Invert Video + TAV Sample on the tuned
+model, run under torch.inference_mode as ComfyUI's executor runs every node) has the same peak MB, and its
+FLOPs. On the CPU every attention is SDPA, as on a GPU (ComfyUI's CPU default chunks by free memory).
 
 Step times come from One-Shot Tune's progress reports, which come after the loss read-back (a device
 sync), so they are wall-clock times of whole optimiser steps.
@@ -91,6 +93,8 @@ def worker(args: argparse.Namespace) -> dict:
         one_shot_tune.GPU_REPORT_EVERY = 1
     if "naive_attention" in modifiers:
         comfy_attention.optimized_attention = comfy_attention.attention_basic
+    elif not args.gpu:  # SDPA, as on a GPU: ComfyUI's CPU default (sub-quadratic) chunks by the free memory
+        comfy_attention.optimized_attention = comfy_attention.attention_pytorch
     precision = next((m for m in ("fp32", "fp16", "bf16") if m in modifiers), "auto")
     weights_dtype = {"fp16": torch.float16, "fp32": torch.float32}.get(
         args.weights, torch.float16 if args.gpu else torch.float32
@@ -126,29 +130,34 @@ def worker(args: argparse.Namespace) -> dict:
         precision=PrecisionChoice(precision), compile="compile" in modifiers,
         channels_last="channels_last" in modifiers,
     )
-    step_flops = count_step_flops(model, latent, conditioning, settings)
-    comfy.model_management.soft_empty_cache()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    stamps.clear()
-    sync_times: list[float] = []
-    tune_started = time.perf_counter()
-    with counting_host_syncs(sync_times) if device.type == "cuda" else nullcontext():
-        result = one_shot_tune.tune(model, latent, conditioning, settings)
-    per_report = 1 if device.type == "cpu" else one_shot_tune.GPU_REPORT_EVERY
-    steady_steps = args.steps - per_report
-    # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
-    step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
-    median_step_s = statistics.median(step_times) if step_times else float("nan")
-    memory = {
-        # Allocated is what the tensors need; reserved adds the caching allocator's slack (what a card must have).
-        "peak_mb": torch.cuda.max_memory_allocated() / 2**20, "reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
-    } if device.type == "cuda" else {
-        # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        **count_tensor_peak(model, latent, conditioning, settings),
-    }
-    edit = time_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) if args.edit_steps else {}
+    # Every node runs under torch.inference_mode in ComfyUI's executor (One-Shot Tune leaves it for training);
+    # outside it sampling would record autograd graphs through the trainable temporal layers.
+    with torch.inference_mode():
+        step_flops = count_step_flops(model, latent, conditioning, settings)
+        comfy.model_management.soft_empty_cache()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        stamps.clear()
+        sync_times: list[float] = []
+        tune_started = time.perf_counter()
+        with counting_host_syncs(sync_times) if device.type == "cuda" else nullcontext():
+            result = one_shot_tune.tune(model, latent, conditioning, settings)
+        per_report = 1 if device.type == "cpu" else one_shot_tune.GPU_REPORT_EVERY
+        steady_steps = args.steps - per_report
+        # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
+        step_times = [(b - a) / per_report for a, b in zip(stamps[1:], stamps[2:], strict=False)]
+        median_step_s = statistics.median(step_times) if step_times else float("nan")
+        memory = {
+            # Allocated is what the tensors need; reserved adds the caching allocator's slack (what a card must have).
+            "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+        } if device.type == "cuda" else {
+            # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **count_tensor_peak(model, latent, conditioning, settings),
+        }
+        edit = measure_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) \
+            if args.edit_steps else {}
     return {
         **edit,
         "build_s": build_s,
@@ -208,59 +217,88 @@ def count_step_flops(model, latent: dict, conditioning: list, settings) -> float
     return float(counter.get_total_flops())
 
 
-def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> dict:
-    """Peak tensor memory (MB) of an eager 2-step tune on the CPU: what max_memory_allocated reads on a GPU.
+def existing_tensors(model, latent: dict, conditioning: list) -> list:
+    """The tensors a run starts with: the model's and its added models' weights, the latent, the conditioning."""
+    tensors = [latent["samples"], *(c[0] for c in conditioning)]
+    for patcher in (model, *model.get_nested_additional_models()):
+        tensors += patcher.model.state_dict().values()
+    return tensors
 
-    The tensors that exist before (the model's weights, the latent and the conditioning, each storage once)
-    plus the highest running sum of torch's allocations and frees during the tune, from the profiler's
-    allocator events. Two steps: the optimiser's state exists from the first step on. Also the peak outside
-    the optimiser's steps (forward and backward): only that part grows with frames, and the CPU's multi-tensor
-    AdamW needs more temporaries than the fused one a GPU runs.
+
+@contextmanager
+def counted_allocations(existing: list):
+    """Peak tensor memory (MB) of the block's work on the CPU: what max_memory_allocated reads on a GPU.
+
+    The tensors that exist before (each storage once) plus the highest running sum of torch's allocations and
+    frees in the block, from the profiler's allocator events; filled in on exit as "optimizer_step" (inside
+    optimiser steps) and "outside_optimizer" (the rest: forward and backward, or inference). Only the latter
+    grows with frames, and the CPU's multi-tensor AdamW needs more temporaries than the fused one a GPU runs.
     """
-    from dataclasses import replace
-
-    from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
     from torch.profiler import ProfilerActivity, profile
 
-    existing = [latent["samples"], *(c[0] for c in conditioning)]
-    for patcher in (model, *model.get_nested_additional_models()):
-        existing += patcher.model.state_dict().values()
     existing_bytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in existing}.values())
+    peaks: dict[str, float] = {}
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        tune(model, latent, conditioning, replace(settings, steps=2, compile=False))
+        yield peaks
     events = profiler.profiler.kineto_results.events()
     optimizer_steps = [(e.start_ns(), e.end_ns()) for e in events if e.name().startswith("Optimizer.step#")]
     changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    running, highest = 0, {"optimizer_step": 0, "forward_backward": 0}
+    running, highest = 0, {"optimizer_step": 0, "outside_optimizer": 0}
     for when, change in changes:
         running += change
-        phase = "optimizer_step" if any(start <= when <= end for start, end in optimizer_steps) else "forward_backward"
+        phase = "optimizer_step" if any(start <= when <= end for start, end in optimizer_steps) else "outside_optimizer"
         highest[phase] = max(highest[phase], running)
-    peaks = {f"{phase}_peak_mb": (existing_bytes + value) / 2**20 for phase, value in highest.items()}
-    return {"peak_mb": max(peaks.values()), **peaks}
+    peaks.update({phase: (existing_bytes + value) / 2**20 for phase, value in highest.items()})
 
 
-def time_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
-    """Median wall time of DDIM Invert Video and TAV Sample (cfg on), each `steps` steps, on the tuned model."""
+def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> dict:
+    """Counted peak tensor memory (MB) of an eager 2-step tune on the CPU (the optimiser's state exists from
+    the first step on), overall, in forward/backward and in the optimiser's steps."""
+    from dataclasses import replace
+
+    from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
+
+    with counted_allocations(existing_tensors(model, latent, conditioning)) as peaks:
+        tune(model, latent, conditioning, replace(settings, steps=2, compile=False))
+    return {"peak_mb": max(peaks.values()), "forward_backward_peak_mb": peaks["outside_optimizer"],
+            "optimizer_step_peak_mb": peaks["optimizer_step"]}
+
+
+def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
+    """DDIM Invert Video and TAV Sample (cfg on), each `steps` steps, on the tuned model: median wall times,
+    FLOPs (one step of each counted, times steps: every DDIM step is one model call) and peak tensor memory
+    (max_memory_allocated over the timed rounds on a GPU; counted on the one-step round on the CPU)."""
     import comfy.model_management
+    import torch
     from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def timed(fn):
+    def timed(run) -> tuple[float, dict]:
         comfy.model_management.soft_empty_cache()
         started = time.perf_counter()
-        result = fn()
+        result = run()
         float(result["samples"].float().sum())  # wait for the device
         return time.perf_counter() - started, result
 
-    invert_s, sample_s = [], []
-    for _ in range(repeats + 1):  # the first round warms up
-        seconds, inverted = timed(lambda: invert_video(model, latent, conditioning, steps, 1.0, "benchmark"))
-        invert_s.append(seconds)
-        seconds, _ = timed(
+    def edit_round(steps: int) -> tuple[float, float]:
+        invert_s, inverted = timed(partial(invert_video, model, latent, conditioning, steps, 1.0, "benchmark"))
+        sample_s, _ = timed(
             partial(sample_video, model, conditioning, conditioning, inverted, steps, 7.5, 0.0, 0, "benchmark")
         )
-        sample_s.append(seconds)
-    return {"invert_s": statistics.median(invert_s[1:]), "sample_s": statistics.median(sample_s[1:])}
+        return invert_s, sample_s
+
+    on_gpu = comfy.model_management.get_torch_device().type == "cuda"
+    counting = nullcontext({}) if on_gpu else counted_allocations(existing_tensors(model, latent, conditioning))
+    with FlopCounterMode(display=False) as flops, counting as peaks:
+        edit_round(1)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    invert_s, sample_s = zip(*(edit_round(steps) for _ in range(repeats + 1)), strict=True)  # round 1 warms up
+    return {
+        "invert_s": statistics.median(invert_s[1:]), "sample_s": statistics.median(sample_s[1:]),
+        "edit_tflop": steps * flops.get_total_flops() / 1e12,
+        "edit_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else peaks["outside_optimizer"],
+    }
 
 
 def main() -> None:
@@ -344,44 +382,58 @@ def main() -> None:
         print(f"Tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
               f"({size_bytes / 2**20:.1f} MiB)")
 
-    print_memory_fit(args, measured)
+    print_memory_fit(args, measured, "Peak tensor memory of One-Shot Tune against frames (forward/backward peaks at "
+                     "{frames} frames, least squares; at {extrapolate} frames: that line or the optimiser step's "
+                     "peak, whichever is higher)",
+                     peak_of=lambda result: result.get("forward_backward_peak_mb", result["peak_mb"]),
+                     floor_of=lambda result: result.get("optimizer_step_peak_mb", 0.0))
     if args.reference:
         print_reference_table(args, rows)
 
     edit_rows = [row for row in rows if row[2] == args.settings[0] and row[3] is not None]
     if args.edit_steps and edit_rows:
-        print(f"\nDDIM Invert Video + TAV Sample (cfg 7.5), {args.edit_steps} steps each, median of {args.repeats}")
-        header = ("frames", "size", "invert s", "sample s", "total s", "ms/frame/step")
+        print(f"\nDDIM Invert Video + TAV Sample (cfg 7.5), {args.edit_steps} steps each, median of {args.repeats}; "
+              f"TFLOP: one step of each counted, times {args.edit_steps}")
+        header = ("frames", "size", "invert s", "sample s", "total s", "ms/frame/step", "TFLOP", "TFLOP/s",
+                  *(("% of bf16 peak",) if on_gpu else ()), "peak MB")
         print(table_line(header))
         for frames, size, _, result, _ in edit_rows:
             total = result["invert_s"] + result["sample_s"]
             per_frame_step = 1000 * total / (2 * args.edit_steps * frames)
+            tflop = result["edit_tflop"]
             cells = (frames, size, f"{result['invert_s']:.3f}", f"{result['sample_s']:.3f}", f"{total:.3f}",
-                     f"{per_frame_step:.2f}")
+                     f"{per_frame_step:.2f}", f"{tflop:.3f}", f"{tflop / total:.3f}",
+                     *((f"{100 * tflop / total / GPU_BF16_TFLOPS:.1f}",) if on_gpu else ()),
+                     f"{result['edit_peak_mb']:.0f}")
             print(table_line(cells))
+        print_memory_fit(args, edit_rows, "Peak tensor memory of the edit against frames (peaks at {frames} "
+                         "frames, least squares, read at {extrapolate} frames)",
+                         peak_of=lambda result: result["edit_peak_mb"])
 
 
-def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
-    """Peak tensor memory against frames: a least-squares line through the forward/backward peaks of each size
-    and setting (the optimiser's step, whose peak does not depend on frames, can top them at few frames).
-    On a GPU, max_memory_allocated has no phases: its peaks are fitted as they are."""
+def print_memory_fit(
+    args: argparse.Namespace, measured: list, title: str, peak_of, floor_of=lambda result: 0.0
+) -> None:
+    """Peak tensor memory against frames: a least-squares line through `peak_of` each result, per size and
+    setting, read at --extrapolate-frames, or `floor_of` (a peak that does not depend on frames, such as the
+    optimiser step's, which can top the line at few frames) where that is higher. On a GPU,
+    max_memory_allocated has no phases: its peaks are fitted as they are."""
     fits = []
     for size in args.size:
         for setting in args.settings:
             results = [(frames, result) for frames, row_size, row_setting, result, _ in measured
                        if row_size == size and row_setting == setting]
-            points = [(frames, result.get("forward_backward_peak_mb", result["peak_mb"])) for frames, result in results]
-            if len({frames for frames, _ in points}) < 2:
+            if len({frames for frames, _ in results}) < 2:
                 continue
-            per_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
-            optimizer_step = max(result.get("optimizer_step_peak_mb", 0) for _, result in results)
-            extrapolated = max(fixed + per_frame * args.extrapolate_frames, optimizer_step)
-            fits.append((size, setting, fixed, per_frame, extrapolated))
+            per_frame, fixed = statistics.linear_regression(
+                [frames for frames, _ in results], [peak_of(result) for _, result in results]
+            )
+            floor = max(floor_of(result) for _, result in results)
+            fits.append((size, setting, fixed, per_frame, max(fixed + per_frame * args.extrapolate_frames, floor)))
     if not fits:
         return
     frame_counts = ", ".join(map(str, sorted(set(args.frames))))
-    print(f"\nPeak tensor memory against frames (forward/backward peaks at {frame_counts} frames, least squares; "
-          f"at {args.extrapolate_frames} frames: that line or the optimiser step's peak, whichever is higher)")
+    print("\n" + title.format(frames=frame_counts, extrapolate=args.extrapolate_frames))
     header = ("size", "setting", "fixed MB", "MB per frame", f"at {args.extrapolate_frames} frames MB")
     print(table_line(header, wide=1))
     for size, setting, fixed, per_frame, extrapolated in fits:

@@ -289,16 +289,33 @@ def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: i
 
     on_gpu = comfy.model_management.get_torch_device().type == "cuda"
     counting = nullcontext({}) if on_gpu else counted_allocations(existing_tensors(model, latent, conditioning))
-    with FlopCounterMode(display=False) as flops, counting as peaks:
+    with unet_batches(model) as counted_batches, FlopCounterMode(display=False) as flops, counting as peaks:
         edit_round(1)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    invert_s, sample_s = zip(*(edit_round(steps) for _ in range(repeats + 1)), strict=True)  # round 1 warms up
+    with unet_batches(model) as timed_batches:
+        invert_s, sample_s = zip(*(edit_round(steps) for _ in range(repeats + 1)), strict=True)  # 1st warms up
     return {
         "invert_s": statistics.median(invert_s[1:]), "sample_s": statistics.median(sample_s[1:]),
         "edit_tflop": steps * flops.get_total_flops() / 1e12,
+        # The peak comes from the timed rounds on a GPU and from the counted round on the CPU: their batch.
         "edit_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else peaks["outside_optimizer"],
+        "edit_unet_batch": max(timed_batches if on_gpu else counted_batches),
     }
+
+
+@contextmanager
+def unet_batches(model):
+    """The batch of every UNet call in the block: ComfyUI decides by the free memory whether cond and uncond
+    go in one batch (twice the frames) or one after the other, and the edit's peak memory follows."""
+    from comfyui_tune_a_video.comfy_glue.unet_inflation import supported_unet
+
+    batches: list[int] = []
+    hook = supported_unet(model).register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        yield batches
+    finally:
+        hook.remove()
 
 
 def main() -> None:
@@ -382,11 +399,7 @@ def main() -> None:
         print(f"Tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
               f"({size_bytes / 2**20:.1f} MiB)")
 
-    print_memory_fit(args, measured, "Peak tensor memory of One-Shot Tune against frames (forward/backward peaks at "
-                     "{frames} frames, least squares; at {extrapolate} frames: that line or the optimiser step's "
-                     "peak, whichever is higher)",
-                     peak_of=lambda result: result.get("forward_backward_peak_mb", result["peak_mb"]),
-                     floor_of=lambda result: result.get("optimizer_step_peak_mb", 0.0))
+    print_memory_fit(args, measured)
     if args.reference:
         print_reference_table(args, rows)
 
@@ -395,7 +408,7 @@ def main() -> None:
         print(f"\nDDIM Invert Video + TAV Sample (cfg 7.5), {args.edit_steps} steps each, median of {args.repeats}; "
               f"TFLOP: one step of each counted, times {args.edit_steps}")
         header = ("frames", "size", "invert s", "sample s", "total s", "ms/frame/step", "TFLOP", "TFLOP/s",
-                  *(("% of bf16 peak",) if on_gpu else ()), "peak MB")
+                  *(("% of bf16 peak",) if on_gpu else ()), "peak MB", "UNet batch")
         print(table_line(header))
         for frames, size, _, result, _ in edit_rows:
             total = result["invert_s"] + result["sample_s"]
@@ -404,40 +417,58 @@ def main() -> None:
             cells = (frames, size, f"{result['invert_s']:.3f}", f"{result['sample_s']:.3f}", f"{total:.3f}",
                      f"{per_frame_step:.2f}", f"{tflop:.3f}", f"{tflop / total:.3f}",
                      *((f"{100 * tflop / total / GPU_BF16_TFLOPS:.1f}",) if on_gpu else ()),
-                     f"{result['edit_peak_mb']:.0f}")
+                     f"{result['edit_peak_mb']:.0f}", result["edit_unet_batch"])
             print(table_line(cells))
-        print_memory_fit(args, edit_rows, "Peak tensor memory of the edit against frames (peaks at {frames} "
-                         "frames, least squares, read at {extrapolate} frames)",
-                         peak_of=lambda result: result["edit_peak_mb"])
+        print_edit_memory_fit(args, edit_rows)
 
 
-def print_memory_fit(
-    args: argparse.Namespace, measured: list, title: str, peak_of, floor_of=lambda result: 0.0
-) -> None:
-    """Peak tensor memory against frames: a least-squares line through `peak_of` each result, per size and
-    setting, read at --extrapolate-frames, or `floor_of` (a peak that does not depend on frames, such as the
-    optimiser step's, which can top the line at few frames) where that is higher. On a GPU,
-    max_memory_allocated has no phases: its peaks are fitted as they are."""
+def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
+    """Peak tensor memory against frames: a least-squares line through the forward/backward peaks of each size
+    and setting (the optimiser's step, whose peak does not depend on frames, can top them at few frames).
+    On a GPU, max_memory_allocated has no phases: its peaks are fitted as they are."""
     fits = []
     for size in args.size:
         for setting in args.settings:
             results = [(frames, result) for frames, row_size, row_setting, result, _ in measured
                        if row_size == size and row_setting == setting]
-            if len({frames for frames, _ in results}) < 2:
+            points = [(frames, result.get("forward_backward_peak_mb", result["peak_mb"])) for frames, result in results]
+            if len({frames for frames, _ in points}) < 2:
                 continue
-            per_frame, fixed = statistics.linear_regression(
-                [frames for frames, _ in results], [peak_of(result) for _, result in results]
-            )
-            floor = max(floor_of(result) for _, result in results)
-            fits.append((size, setting, fixed, per_frame, max(fixed + per_frame * args.extrapolate_frames, floor)))
+            per_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
+            optimizer_step = max(result.get("optimizer_step_peak_mb", 0) for _, result in results)
+            extrapolated = max(fixed + per_frame * args.extrapolate_frames, optimizer_step)
+            fits.append((size, setting, fixed, per_frame, extrapolated))
     if not fits:
         return
     frame_counts = ", ".join(map(str, sorted(set(args.frames))))
-    print("\n" + title.format(frames=frame_counts, extrapolate=args.extrapolate_frames))
+    print(f"\nPeak tensor memory against frames (forward/backward peaks at {frame_counts} frames, least squares; "
+          f"at {args.extrapolate_frames} frames: that line or the optimiser step's peak, whichever is higher)")
     header = ("size", "setting", "fixed MB", "MB per frame", f"at {args.extrapolate_frames} frames MB")
     print(table_line(header, wide=1))
     for size, setting, fixed, per_frame, extrapolated in fits:
         print(table_line((size, setting, f"{fixed:.0f}", f"{per_frame:.1f}", f"{extrapolated:.0f}"), wide=1))
+
+
+def print_edit_memory_fit(args: argparse.Namespace, edit_rows: list) -> None:
+    """Peak tensor memory of the edit against the UNet's batch, per size. ComfyUI runs cond and uncond in one
+    batch (twice the frames) where it judges the free memory enough, else one after the other, so the line is
+    read at both batches for --extrapolate-frames."""
+    fits = []
+    for size in args.size:
+        points = [(result["edit_unet_batch"], result["edit_peak_mb"])
+                  for _, row_size, _, result, _ in edit_rows if row_size == size]
+        if len({batch for batch, _ in points}) < 2:
+            continue
+        per_batch_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
+        together, apart = (fixed + per_batch_frame * n * args.extrapolate_frames for n in (2, 1))
+        fits.append((size, f"{fixed:.0f}", f"{per_batch_frame:.1f}", f"{together:.0f}", f"{apart:.0f}"))
+    if not fits:
+        return
+    print("\nPeak tensor memory of the edit against the UNet's batch (least squares), read at "
+          f"{args.extrapolate_frames} frames with cond and uncond in one batch and one after the other")
+    print(table_line(("size", "fixed MB", "MB per frame", "together MB", "apart MB")))
+    for cells in fits:
+        print(table_line(cells))
 
 
 def print_reference_table(args: argparse.Namespace, rows: list) -> None:

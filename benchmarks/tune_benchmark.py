@@ -204,15 +204,33 @@ def weights_file_bytes(weights) -> int:
         return path.stat().st_size
 
 
+def flop_counter():
+    """torch's FLOP counter, taught the CPU's fused attention kernels: it knows the GPU's flash, efficient and
+    cuDNN SDPA but not the CPU's, whose attention it would count as zero."""
+    import torch
+    from torch.utils import flop_counter
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:  # the GPU kernels' formulas
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    cpu_attention = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
+    return flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_attention)
+
+
 def count_step_flops(model, latent: dict, conditioning: list, settings) -> float:
     """FLOPs of one optimiser step (forward, backward and any recomputation), counted by torch on one extra
     eager step before the timed run (a compiled step does the same arithmetic)."""
     from dataclasses import replace
 
     from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
-    from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         tune(model, latent, conditioning, replace(settings, steps=1, compile=False))
     return float(counter.get_total_flops())
 
@@ -271,7 +289,6 @@ def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: i
     import comfy.model_management
     import torch
     from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
-    from torch.utils.flop_counter import FlopCounterMode
 
     def timed(run) -> tuple[float, dict]:
         comfy.model_management.soft_empty_cache()
@@ -289,7 +306,7 @@ def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: i
 
     on_gpu = comfy.model_management.get_torch_device().type == "cuda"
     counting = nullcontext({}) if on_gpu else counted_allocations(existing_tensors(model, latent, conditioning))
-    with unet_batches(model) as counted_batches, FlopCounterMode(display=False) as flops, counting as peaks:
+    with unet_batches(model) as counted_batches, flop_counter() as flops, counting as peaks:
         edit_round(1)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()

@@ -4,18 +4,44 @@ The lent GPU machine's image has no PyAV, so ComfyUI's `nodes` module (comfy_api
 imported there; the benchmark, and every part of the pack it drives, must not need it.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, temporal_layers_of
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from tiny_models import tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module():
+    spec = importlib.util.spec_from_file_location("tune_benchmark", REPO / "benchmarks" / "tune_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_counter_counts_the_cpus_fused_attention():
+    """The CPU runs SDPA as its own fused kernel, which torch's FLOP counter does not know: counted as the GPU's
+    kernels are, 2 matrix products forward (scores, then values) and 5 backward (scores recomputed)."""
+    videos, heads, queries, keys, dim = 2, 4, 64, 128, 16
+    product = 2 * videos * heads * queries * keys * dim  # one (queries x dim) @ (dim x keys) per head, 2 FLOP each
+    with torch.inference_mode(False):  # the suite runs under inference_mode, as ComfyUI runs nodes
+        generator = torch.Generator().manual_seed(0)
+        q = torch.randn(videos, heads, queries, dim, generator=generator, requires_grad=True)
+        k, v = (torch.randn(videos, heads, keys, dim, generator=generator, requires_grad=True) for _ in range(2))
+        with benchmark_module().flop_counter() as counter:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        assert counter.get_total_flops() == 2 * product
+        with benchmark_module().flop_counter() as counter:
+            out.sum().backward()
+        assert counter.get_total_flops() == 5 * product
 
 
 def table_rows(output: str, first_cell: str) -> list[list[str]]:

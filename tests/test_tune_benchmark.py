@@ -123,8 +123,8 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
             f"{result['edit_tflop'] / total_s:.3f}", f"{result['edit_peak_mb']:.0f}", str(2 * frames),
         ]
         assert result["edit_peak_mb"] * 2**20 > weight_bytes
-        # Two steps of each, one model call per step, cfg doubling the sampling batch: 2 x (1 + 2) forwards per
-        # frame, so the two runs' FLOPs (2 and 3 frames) differ by one frame's worth, proportionally.
+        # FLOPs in proportion to frames: per frame, 2 steps x (1 inversion + 2 cfg sampling) forwards, and the
+        # sparse-causal keys are two frames whatever the length.
         assert abs(result["edit_tflop"] / frames - results[2, "blocks"]["edit_tflop"] / 2) < 0.05 * result["edit_tflop"]
 
     (edit_fit,) = [row for row in table_rows(output, "64") if len(row) == 5 and row[1] not in settings]

@@ -36,6 +36,13 @@ def video_model(kind: str):
     return model
 
 
+def run_stock_node(node_class: type, *inputs) -> tuple:
+    """Outputs of one of ComfyUI's own nodes, defined as a V3 node or (older hosts, e.g. 0.3.64) a V1 node."""
+    if hasattr(node_class, "define_schema"):
+        return tuple(node_class.execute(*inputs).result)
+    return tuple(getattr(node_class(), node_class.FUNCTION)(*inputs))
+
+
 def invert(model, latent, cond, steps, strength=1.0) -> dict:
     return DDIMInvertVideo.execute(model, latent, cond, steps, strength).result[0]
 
@@ -131,10 +138,10 @@ def test_inversion_sampler_in_stock_sampler_custom_equals_the_node():
     # 5 divides 1000: for other counts ComfyUI's BasicScheduler keeps `steps` of ddim_uniform's steps + 1 sigmas.
     model, cond, steps = video_model("sd1"), text_cond("sd1", 1), 5
     latent = source_video()
-    (sigmas,) = custom_sampler.BasicScheduler.execute(model, "ddim_uniform", steps, 1.0).result
+    (sigmas,) = run_stock_node(custom_sampler.BasicScheduler, model, "ddim_uniform", steps, 1.0)
     (sampler,) = DDIMInversionSampler.execute().result
     with torch.inference_mode():
-        out, _ = custom_sampler.SamplerCustom.execute(model, False, 0, 1.0, cond, cond, sampler, sigmas, latent).result
+        out, _ = run_stock_node(custom_sampler.SamplerCustom, model, False, 0, 1.0, cond, cond, sampler, sigmas, latent)
     torch.testing.assert_close(out["samples"], invert(model, latent, cond, steps)["samples"], atol=1e-6, rtol=1e-6)
 
 

@@ -439,6 +439,14 @@ def main() -> None:
         print_edit_memory_fit(args, edit_rows)
 
 
+def least_squares(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Slope and intercept of the least-squares line through the points; None where fewer than two distinct x
+    leave no line to fit."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    return statistics.linear_regression(*zip(*points, strict=True))
+
+
 def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
     """Peak tensor memory against frames: a least-squares line through the forward/backward peaks of each size
     and setting (the optimiser's step, whose peak does not depend on frames, can top them at few frames).
@@ -448,10 +456,11 @@ def print_memory_fit(args: argparse.Namespace, measured: list) -> None:
         for setting in args.settings:
             results = [(frames, result) for frames, row_size, row_setting, result, _ in measured
                        if row_size == size and row_setting == setting]
-            points = [(frames, result.get("forward_backward_peak_mb", result["peak_mb"])) for frames, result in results]
-            if len({frames for frames, _ in points}) < 2:
+            line = least_squares([(frames, result.get("forward_backward_peak_mb", result["peak_mb"]))
+                                  for frames, result in results])
+            if line is None:
                 continue
-            per_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
+            per_frame, fixed = line
             optimizer_step = max(result.get("optimizer_step_peak_mb", 0) for _, result in results)
             extrapolated = max(fixed + per_frame * args.extrapolate_frames, optimizer_step)
             fits.append((size, setting, fixed, per_frame, extrapolated))
@@ -472,11 +481,11 @@ def print_edit_memory_fit(args: argparse.Namespace, edit_rows: list) -> None:
     read at both batches for --extrapolate-frames."""
     fits = []
     for size in args.size:
-        points = [(result["edit_unet_batch"], result["edit_peak_mb"])
-                  for _, row_size, _, result, _ in edit_rows if row_size == size]
-        if len({batch for batch, _ in points}) < 2:
+        line = least_squares([(result["edit_unet_batch"], result["edit_peak_mb"])
+                              for _, row_size, _, result, _ in edit_rows if row_size == size])
+        if line is None:
             continue
-        per_batch_frame, fixed = statistics.linear_regression(*zip(*points, strict=True))
+        per_batch_frame, fixed = line
         together, apart = (fixed + per_batch_frame * n * args.extrapolate_frames for n in (2, 1))
         fits.append((size, f"{fixed:.0f}", f"{per_batch_frame:.1f}", f"{together:.0f}", f"{apart:.0f}"))
     if not fits:

@@ -36,10 +36,11 @@ def test_flop_counter_counts_the_cpus_fused_attention():
         generator = torch.Generator().manual_seed(0)
         q = torch.randn(videos, heads, queries, dim, generator=generator, requires_grad=True)
         k, v = (torch.randn(videos, heads, keys, dim, generator=generator, requires_grad=True) for _ in range(2))
-        with benchmark_module().flop_counter() as counter:
+        flop_counter = benchmark_module().flop_counter
+        with flop_counter() as counter:
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         assert counter.get_total_flops() == 2 * product
-        with benchmark_module().flop_counter() as counter:
+        with flop_counter() as counter:
             out.sum().backward()
         assert counter.get_total_flops() == 5 * product
 

@@ -75,7 +75,7 @@ class Graph:
 
 def edit_targets(scene, seed: int) -> dict[str, tuple[str, str, str]]:
     """The source's (colour, shape, background) and one edit of each kind, drawn from the clip's seed."""
-    from comfyui_tune_a_video.tav_core.shapes_world import BACKGROUNDS, COLOURS, SHAPES
+    from comfyui_tune_a_video.shapes_demo.world import BACKGROUNDS, COLOURS, SHAPES
 
     rng = np.random.default_rng(10_000 + seed)
 
@@ -95,7 +95,7 @@ def edit_targets(scene, seed: int) -> dict[str, tuple[str, str, str]]:
 
 def clip_graph(video: str, caption: str, targets: dict, variants: list[str], settings: Settings, seed: int):
     """One prompt for one clip: every variant and edit, sharing the nodes they have in common."""
-    from comfyui_tune_a_video.tav_core.shapes_world import caption as make_caption
+    from comfyui_tune_a_video.shapes_demo.world import caption as make_caption
 
     g = Graph()
     demo = g.add("TAV_LoadDemoModel")
@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from comfy_host import comfyui_path, setup_host
 
     setup_host()
-    from comfyui_tune_a_video.tav_core.edit_metrics import score_edit
-    from comfyui_tune_a_video.tav_core.shapes_world import PATHS, random_clip
+    from comfyui_tune_a_video.shapes_demo.metrics import score_edit
+    from comfyui_tune_a_video.shapes_demo.world import PATHS, random_clip
     from contact_sheet import read_frames, write_contact_sheet
     from headless_comfy import ComfyServer, history_error
     from shapes_clips import write_lossless_mp4

@@ -106,7 +106,7 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         base = full_unet(args.unet, seed=0, dtype=weights_dtype)
     context_dim = {"tiny": CONTEXT_DIM, "sd15_mini": 64, "sd15": 768, "sdxl": 2048}[args.unet]
-    model = inflate_model(base, InflationConfig())
+    model = inflate_model(base, InflationConfig(), "Inflate UNet")
     build_s = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(0)
@@ -141,7 +141,7 @@ def worker(args: argparse.Namespace) -> dict:
         sync_times: list[float] = []
         tune_started = time.perf_counter()
         with counting_host_syncs(sync_times) if device.type == "cuda" else nullcontext():
-            result = one_shot_tune.tune(model, latent, conditioning, settings)
+            result = one_shot_tune.tune(model, latent, conditioning, settings, "One-Shot Tune")
         per_report = 1 if device.type == "cpu" else one_shot_tune.GPU_REPORT_EVERY
         steady_steps = args.steps - per_report
         # The first interval includes moving the model, warm-up and compilation: the steady state starts after it.
@@ -195,7 +195,7 @@ def counting_host_syncs(times: list[float]):
 def weights_file_bytes(weights) -> int:
     """Size of the tuned-weights file as TAV Save Tuned Weights writes it by default (fp16)."""
     import torch
-    from comfyui_tune_a_video.comfy_glue.tuned_weights import to_file_contents
+    from comfyui_tune_a_video.tav_core.tuned_weights_file import to_file_contents
     from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 
     with tempfile.TemporaryDirectory() as folder:
@@ -231,7 +231,7 @@ def count_step_flops(model, latent: dict, conditioning: list, settings) -> float
     from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 
     with flop_counter() as counter:
-        tune(model, latent, conditioning, replace(settings, steps=1, compile=False))
+        tune(model, latent, conditioning, replace(settings, steps=1, compile=False), "One-Shot Tune")
     return float(counter.get_total_flops())
 
 
@@ -277,7 +277,7 @@ def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> dict
     from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 
     with counted_allocations(existing_tensors(model, latent, conditioning)) as peaks:
-        tune(model, latent, conditioning, replace(settings, steps=2, compile=False))
+        tune(model, latent, conditioning, replace(settings, steps=2, compile=False), "One-Shot Tune")
     return {"peak_mb": max(peaks.values()), "forward_backward_peak_mb": peaks["outside_optimizer"],
             "optimizer_step_peak_mb": peaks["optimizer_step"]}
 
@@ -325,10 +325,8 @@ def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: i
 def unet_batches(model):
     """The batch of every UNet call in the block: ComfyUI decides by the free memory whether cond and uncond
     go in one batch (twice the frames) or one after the other, and the edit's peak memory follows."""
-    from comfyui_tune_a_video.comfy_glue.unet_inflation import supported_unet
-
     batches: list[int] = []
-    hook = supported_unet(model).register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     try:
         yield batches
     finally:

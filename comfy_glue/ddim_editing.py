@@ -106,9 +106,10 @@ def sample_video(
                 "Connect DDIM Invert Video's output unchanged (no batching, cropping or resizing in between).",
             )
         sigmas = sigmas[record.start_at_step:]
-        if not torch.allclose(sigmas, torch.tensor(record.sigmas), rtol=1e-4, atol=1e-6):
+        schedule = record.schedule_problem(sigmas)
+        if schedule is not None:
             raise TAVInputError(
-                node, "model", "its noise schedule differs from the model the latent was inverted with.",
+                node, "model", f"its noise schedule differs from the model the latent was inverted with ({schedule}).",
                 "Invert and sample with the same checkpoint.",
             )
         noise = torch.zeros_like(samples)

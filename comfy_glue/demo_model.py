@@ -14,7 +14,7 @@ import comfy.supported_models_base
 import torch
 from comfy.ldm.models.autoencoder import AutoencoderKL
 
-from ..tav_core.demo_autoencoder import ShapesAutoencoder
+from ..shapes_demo.autoencoder import ShapesAutoencoder
 from ..tav_core.weights_file import load_safetensors, save_atomically
 
 DEMO_MODEL_FILE = Path(__file__).resolve().parents[1] / "demo_model" / "shapes_world.safetensors"

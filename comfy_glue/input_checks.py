@@ -3,15 +3,17 @@
 import torch
 
 from ..tav_core.errors import TAVInputError
-from .unet_inflation import inflation_of
+from .unet_inflation import Inflation, inflation_of
 
 
-def require_inflated(model, node: str) -> None:
-    if inflation_of(model) is None:
+def require_inflated(model, node: str) -> Inflation:
+    inflation = inflation_of(model)
+    if inflation is None:
         raise TAVInputError(
             node, "model", "this MODEL is not inflated (it is an image model).",
             "Connect it through Inflate UNet (and One-Shot Tune) first.",
         )
+    return inflation
 
 
 def require_video_latent(model, latent: dict, node: str, input_name: str) -> torch.Tensor:

@@ -15,7 +15,6 @@ import torch
 INVERSION_KEY = "tav_inversion"
 SCHEDULER = "ddim_uniform"
 REMEMBERED_INVERSIONS = 32
-SCHEDULER = "ddim_uniform"
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,14 @@ class InversionRecord:
             f"TAV Sample with steps {self.steps}, or KSamplerAdvanced with add_noise disable, sampler ddim, "
             f"scheduler {SCHEDULER}, steps {self.steps}, start_at_step {self.start_at_step}"
         )
+
+    def schedule_problem(self, sigmas: torch.Tensor) -> str | None:
+        """What is wrong with sampling this inversion along `sigmas`, or None when they retrace it."""
+        expected = torch.tensor(self.sigmas)
+        given = sigmas.detach().float().cpu()
+        if given.shape != expected.shape or not torch.allclose(given, expected, rtol=1e-4, atol=1e-6):
+            return f"its sigmas run {describe_sigmas(given)} instead of {describe_sigmas(expected)}"
+        return None
 
     @classmethod
     def of(cls, latent: dict) -> "InversionRecord | None":
@@ -65,10 +72,9 @@ def inversion_guard(executor, noise, latent_image, sampler, sigmas, *args, **kwa
         problems = []
         if noise is not None and bool(torch.any(noise != 0)):
             problems.append("noise is added (add_noise must be disabled)")
-        expected = torch.tensor(record.sigmas)
-        given = sigmas.detach().float().cpu()
-        if given.shape != expected.shape or not torch.allclose(given, expected, rtol=1e-4, atol=1e-6):
-            problems.append(f"its sigmas run {describe_sigmas(given)} instead of {describe_sigmas(expected)}")
+        schedule = record.schedule_problem(sigmas)
+        if schedule is not None:
+            problems.append(schedule)
         if problems:
             raise ValueError(
                 "This LATENT is a DDIM inversion and sampling it like this would be silently wrong: "

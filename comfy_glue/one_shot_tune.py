@@ -10,6 +10,7 @@ trained temporal layers attached; the private training clone is unloaded at once
 its fp32 copy freed), not left loaded until ComfyUI next needs the memory.
 """
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -20,10 +21,10 @@ import comfy.ops
 import comfy.samplers
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from torch import nn
 
 from ..tav_core.errors import TAVInputError
+from ..tav_core.tuned_weights_file import TunedWeights
 from ..tav_core.tuning import (
     CheckpointScope,
     NonFiniteLossError,
@@ -36,17 +37,9 @@ from ..tav_core.tuning import (
 from ..tav_core.video_batch import peek_videos, videos_in_batch
 from .input_checks import require_inflated, require_video_latent
 from .progress import NodeProgress, check_cancel
-from .tuned_weights import TunedWeights, apply_tuned_weights, tuned_q_keys, unet_fingerprint
-from .unet_inflation import (
-    attach_temporal_layers,
-    build_temporal_layers,
-    inflation_of,
-    supported_unet,
-    temporal_layers_of,
-    transformer_block_sites,
-)
+from .tuned_weights import apply_tuned_weights, tuned_q_keys, unet_fingerprint
+from .unet_inflation import Inflation, attach_temporal_layers, empty_temporal_layers, temporal_layers_of
 
-NODE = "One-Shot Tune"
 GPU_REPORT_EVERY = 10  # loss read-backs (host syncs) on a GPU; every step on the CPU
 
 
@@ -163,14 +156,11 @@ class _TuneGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive})
 
 
-def validate_inputs(model, latent: dict, settings: TuneSettings) -> torch.Tensor:
-    require_inflated(model, NODE)
-    samples = require_video_latent(model, latent, NODE, "latents")
+def check_settings(settings: TuneSettings, node: str) -> None:
     if settings.steps < 1:
-        raise TAVInputError(NODE, "steps", f"{settings.steps}: at least 1 step is needed.")
-    if not settings.learning_rate > 0:
-        raise TAVInputError(NODE, "learning_rate", f"{settings.learning_rate}: the learning rate must be above 0.")
-    return samples
+        raise TAVInputError(node, "steps", f"{settings.steps}: at least 1 step is needed.")
+    if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+        raise TAVInputError(node, "learning_rate", f"{settings.learning_rate}: the learning rate must be above 0.")
 
 
 def use_ordinary_tensors(module: nn.Module) -> None:
@@ -193,15 +183,6 @@ def use_ordinary_tensors(module: nn.Module) -> None:
                     sub._buffers[name] = buffer.clone()
 
 
-def layer_sites(model) -> list[tuple[str, nn.Module]]:
-    """ResNet blocks and spatial transformers (with their temporal layers): the units checkpointed or compiled."""
-    return [
-        (f"diffusion_model.{name}", module)
-        for name, module in supported_unet(model).named_modules()
-        if isinstance(module, (ResBlock, SpatialTransformer))
-    ]
-
-
 def checkpointed(module: nn.Module, scope: CheckpointScope) -> bool:
     if scope == CheckpointScope.BLOCKS:
         return True
@@ -214,14 +195,13 @@ def output_gain(model_sampling, sigma: torch.Tensor) -> float:
     return float(model_sampling.calculate_denoised(sigma.reshape(1), ones, zeros))
 
 
-def training_temporal_layers(model):
+def training_temporal_layers(model, inflation: Inflation):
     """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype."""
     current = temporal_layers_of(model)
     if current is None:
         return None
-    sites = transformer_block_sites(supported_unet(model))
-    layers = build_temporal_layers(sites, inflation_of(model), torch.float32, model.offload_device)
-    layers.load_state_dict({k: v.detach().clone().float() for k, v in current.state_dict().items()})
+    layers = empty_temporal_layers(inflation, torch.float32, model.offload_device)
+    layers.load_state_dict(current.state_dict())
     for module in layers.modules():
         if hasattr(module, "comfy_cast_weights"):
             module.comfy_cast_weights = True
@@ -229,9 +209,13 @@ def training_temporal_layers(model):
     return layers
 
 
-def tune(model, latent: dict, conditioning: list, settings: TuneSettings, caption: str = "") -> TuneResult:
+def tune(
+    model, latent: dict, conditioning: list, settings: TuneSettings, node: str, caption: str = ""
+) -> TuneResult:
     """Run One-Shot Tune; the input model and every other clone stay exactly as they were."""
-    samples = validate_inputs(model, latent, settings)
+    inflation = require_inflated(model, node)
+    samples = require_video_latent(model, latent, node, "latents")
+    check_settings(settings, node)
     fingerprint = unet_fingerprint(model)
     device = model.load_device
     precision = resolve_precision(
@@ -244,11 +228,11 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         trainer.set_model_compute_dtype(precision.compute_dtype)
         deltas = {
             key: nn.Parameter(torch.zeros(comfy_weight_shape(model, key), device=device, dtype=torch.float32))
-            for key in tuned_q_keys(model)
+            for key in tuned_q_keys(inflation)
         }
         for key, delta in deltas.items():
             trainer.add_weight_wrapper(key, DeltaWeight(delta))
-        temporal = training_temporal_layers(model)
+        temporal = training_temporal_layers(model, inflation)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
         transformer_options = trainer.model_options["transformer_options"]
@@ -256,7 +240,7 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
             transformer_options.get("optimized_attention_override")
         )
         scope = CheckpointScope(settings.gradient_checkpointing)
-        sites = layer_sites(model)
+        sites = inflation.sites.layers
         for path, module in sites:
             if settings.compile or checkpointed(module, scope):
                 trainer.add_object_patch(
@@ -310,7 +294,7 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
                 )
         except NonFiniteLossError as error:
             raise TAVInputError(
-                NODE, "learning_rate", f"training diverged: {error}.",
+                node, "learning_rate", f"training diverged: {error}.",
                 "Nothing was kept. Try a lower learning_rate or precision fp32.",
             ) from error
         finally:
@@ -319,7 +303,7 @@ def tune(model, latent: dict, conditioning: list, settings: TuneSettings, captio
         weights = TunedWeights(
             q_deltas={key: delta.detach().cpu() for key, delta in deltas.items()},
             temporal={k: v.detach().cpu() for k, v in temporal.state_dict().items()} if temporal is not None else {},
-            inflation=inflation_of(model),
+            inflation=inflation.config,
             fingerprint=fingerprint,
             info={
                 "frames": str(samples.shape[0]),

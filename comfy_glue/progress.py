@@ -15,6 +15,13 @@ class NodeProgress:
             _send_text(text, self.node_id)
 
 
+def show_on_node(text: str) -> None:
+    """A line of text under the node that is running now, in the user's frontend."""
+    node_id = _executing_node_id()
+    if node_id is not None:
+        _send_text(text, node_id)
+
+
 def check_cancel() -> None:
     """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel."""
     comfy.model_management.throw_exception_if_processing_interrupted()

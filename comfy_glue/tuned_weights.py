@@ -1,61 +1,37 @@
-"""TAV_WEIGHTS: what One-Shot Tune learned, how it is applied to a model, saved and loaded.
+"""TAV_WEIGHTS on ComfyUI models: the base UNet's fingerprint, checking that weights fit, applying them.
 
-Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base (applied as
-an ordinary ComfyUI "diff" weight patch, so it is baked in at load time and costs nothing per
-step) and the temporal layers whole. A fingerprint of the base UNet guards against applying them
-to a different checkpoint.
+The to_q deltas become ordinary ComfyUI "diff" weight patches (baked in at load time, free per step);
+the temporal layers are attached whole. The file format itself lives in tav_core.tuned_weights_file.
 """
 
 import hashlib
-import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 
+import comfy.model_patcher
 import comfy.utils
-import tomllib
 import torch
 
 from ..tav_core.errors import TAVInputError
-from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
+from ..tav_core.tuned_weights_file import TunedWeights, UNetFingerprint
+from ..tav_core.weights_file import WeightsFileError
 from .unet_inflation import (
+    Inflation,
     attach_temporal_layers,
-    build_temporal_layers,
+    empty_temporal_layers,
     inflate_model,
     inflation_of,
-    supported_unet,
-    transformer_block_sites,
+    temporal_layers_of,
     unet_compute_dtype,
 )
 
-FILE_FORMAT = "tune-a-video/tuned-weights/1"
-TEMPORAL_PREFIX = "tav_temporal."
-DELTA_SUFFIX = ".diff"  # "<path>.to_q.diff": the key ComfyUI's own loader reads as a weight delta
 FINGERPRINT_SAMPLES = 64
-PACK_VERSION = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
-    "version"
-]
+MISMATCHES_NAMED = 3
 
 
-@dataclass(frozen=True)
-class UNetFingerprint:
-    architecture: str  # hash of parameter names and shapes
-    weights: str  # hash of evenly spaced samples of every untouched weight, rounded to fp16
-
-
-@dataclass
-class TunedWeights:
-    q_deltas: dict[str, torch.Tensor]  # ModelPatcher key ("diffusion_model....to_q.weight") -> delta
-    temporal: dict[str, torch.Tensor]  # TemporalLayers state_dict
-    inflation: InflationConfig
-    fingerprint: UNetFingerprint
-    info: dict[str, str] = field(default_factory=dict)  # frames, caption, steps, learning rate, ...
-
-
-def tuned_q_keys(model) -> list[str]:
+def tuned_q_keys(inflation: Inflation) -> list[str]:
     """attn1.to_q and attn2.to_q of every transformer block: the paper's tuned projections."""
     keys = []
-    for site in transformer_block_sites(supported_unet(model)):
+    for site in inflation.sites.transformer_blocks:
         keys.append(f"{site.path}.attn1.to_q.weight")
         if site.block.attn2 is not None:
             keys.append(f"{site.path}.attn2.to_q.weight")
@@ -75,11 +51,24 @@ def fingerprint_indices(numel: int) -> torch.Tensor:
     return torch.linspace(0, numel - 1, count, dtype=torch.float64).round().long()
 
 
+def describe_architecture(model, inflation: Inflation) -> str:
+    """The base UNet in words, so a mismatch message says what each side is."""
+    unet = model.model.diffusion_model
+    context = inflation.sites.transformer_blocks[0].block.attn2
+    context_dim = context.to_k.in_features if context is not None else None
+    return (
+        f"{type(model.model.model_config).__name__} UNet ({unet.in_channels} latent channels, "
+        f"{unet.model_channels} base channels, text width {context_dim}, "
+        f"{len(inflation.sites.transformer_blocks)} transformer blocks)"
+    )
+
+
 def unet_fingerprint(model) -> UNetFingerprint:
-    """Identifies the base checkpoint's UNet; to_q weights are left out since tuning changes them."""
-    tuned = set(tuned_q_keys(model))
+    """Identifies an inflated MODEL's base UNet; to_q weights are left out since tuning changes them."""
+    inflation = inflation_of(model)
+    tuned = set(tuned_q_keys(inflation))
     architecture, weights = hashlib.sha256(), hashlib.sha256()
-    for name, param in sorted(supported_unet(model).named_parameters()):
+    for name, param in sorted(model.model.diffusion_model.named_parameters()):
         key = f"diffusion_model.{name}"
         architecture.update(f"{key}:{tuple(param.shape)}\n".encode())
         if key in tuned:
@@ -87,100 +76,83 @@ def unet_fingerprint(model) -> UNetFingerprint:
         flat = unpatched_weight(model, key).detach().reshape(-1)
         samples = flat[fingerprint_indices(flat.numel()).to(flat.device)].float().half().cpu()
         weights.update(key.encode() + samples.numpy().tobytes())
-    return UNetFingerprint(architecture.hexdigest(), weights.hexdigest())
+    return UNetFingerprint(architecture.hexdigest(), weights.hexdigest(), describe_architecture(model, inflation))
+
+
+def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and wrongly shaped entries, named, first few of each."""
+    problems = [f"no {key}" for key in sorted(set(expected) - set(given))]
+    problems += [f"unexpected {key}" for key in sorted(set(given) - set(expected))]
+    problems += [
+        f"{key} is {tuple(given[key].shape)}, the model's is {tuple(shape)}"
+        for key, shape in sorted(expected.items()) if key in given and given[key].shape != shape
+    ]
+    return problems
+
+
+def check_fit(model, weights: TunedWeights) -> None:
+    """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise)."""
+    inflation = inflation_of(model)
+    expected_q = {key: model.get_model_object(key).shape for key in tuned_q_keys(inflation)}
+    problems = shape_mismatches(expected_q, weights.q_deltas)
+    temporal = temporal_layers_of(model)
+    if temporal is not None:
+        shapes = {key: value.shape for key, value in temporal.state_dict().items()}
+        problems += shape_mismatches(shapes, weights.temporal)
+    if problems:
+        raise WeightsFileError(
+            f"its tensors do not fit this model ({len(problems)} problems: {'; '.join(problems[:MISMATCHES_NAMED])})"
+        )
 
 
 def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.ModelPatcher":
     """A clone of an inflated `model` carrying the tuned to_q deltas as patches and its own temporal layers."""
     tuned = model.clone()
-    patches = {key: ("diff", (delta,)) for key, delta in weights.q_deltas.items()}
-    applied = set(tuned.add_patches(patches))
-    missing = sorted(set(patches) - applied)
-    if missing:
-        raise ValueError(f"the tuned weights do not fit this UNet (no {missing[0]})")
+    tuned.add_patches({key: ("diff", (delta,)) for key, delta in weights.q_deltas.items()})
     if weights.temporal:
-        layers = build_temporal_layers(
-            transformer_block_sites(supported_unet(model)), weights.inflation, unet_compute_dtype(model),
-            model.offload_device,
-        )
+        layers = empty_temporal_layers(inflation_of(model), unet_compute_dtype(model), model.offload_device)
         layers.load_state_dict(weights.temporal)
         attach_temporal_layers(tuned, layers)
     return tuned
 
 
-def load_onto(model, weights: TunedWeights, allow_mismatch: bool, node: str) -> "comfy.model_patcher.ModelPatcher":
-    """Apply weights to the base they were tuned on: inflate it as recorded, or check its inflation."""
-    current = inflation_of(model)
-    if current is None:
-        model = inflate_model(model, weights.inflation)
-    elif current != weights.inflation:
+def load_onto(
+    model, weights: TunedWeights, allow_mismatch: bool, node: str, source: str
+) -> "comfy.model_patcher.ModelPatcher":
+    """Apply weights to the base they were tuned on: inflate it as recorded, or check its inflation.
+
+    `source` names where the weights came from (the file), for the messages."""
+    inflation = inflation_of(model)
+    if inflation is None:
+        model = inflate_model(model, weights.inflation, node)
+    elif inflation.config != weights.inflation:
         raise TAVInputError(
             node, "model",
-            f"the MODEL was inflated with {describe(current)} but the weights were tuned with "
-            f"{describe(weights.inflation)}.",
+            f"the MODEL was inflated with {inflation.config.describe()} but {source} was tuned with "
+            f"{weights.inflation.describe()}.",
             "Connect the checkpoint's MODEL directly (it is inflated with the recorded settings) or match them.",
         )
-    found = unet_fingerprint(model)
-    if found != weights.fingerprint:
-        problem = "architecture" if found.architecture != weights.fingerprint.architecture else "weights"
-        message = (
-            f"the weights were tuned on a different base UNet ({problem} differ: tuned on "
-            f"{weights.fingerprint.weights[:12]}, this MODEL is {found.weights[:12]})."
+    found, tuned_on = unet_fingerprint(model), weights.fingerprint
+    if found.architecture != tuned_on.architecture:
+        raise TAVInputError(
+            node, "model",
+            f"{source} was tuned on a different kind of UNet: {tuned_on.description or 'not recorded'}; "
+            f"this MODEL is a {found.description}.",
+            "Load the checkpoint the video was tuned on.",
         )
-        if problem == "architecture" or not allow_mismatch:
+    try:
+        check_fit(model, weights)
+    except WeightsFileError as error:
+        raise TAVInputError(node, "weights_name", f"{source}: {error}.") from error
+    if found.weights != tuned_on.weights:
+        message = (
+            f"{source} was tuned on the same kind of UNet ({found.description}) but with other weights "
+            "(another checkpoint or a different version of it)."
+        )
+        if not allow_mismatch:
             raise TAVInputError(
                 node, "model", message,
-                "Load the checkpoint the video was tuned on"
-                + ("" if problem == "architecture" else ", or enable allow_mismatch to apply them anyway."),
+                "Load the checkpoint the video was tuned on, or enable allow_mismatch to apply them anyway.",
             )
         logging.warning("%s: %s Applying them anyway (allow_mismatch).", node, message)
     return apply_tuned_weights(model, weights)
-
-
-def describe(config: InflationConfig) -> str:
-    return (
-        f"attention={config.attention.value}, temporal_layers={config.temporal_layers}, "
-        f"temporal_position_encoding={config.temporal_position_encoding.value}, groupnorm={config.groupnorm.value}"
-    )
-
-
-def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    tensors = {key.removesuffix(".weight") + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()}
-    tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in weights.temporal.items()})
-    metadata = {
-        "format": FILE_FORMAT,
-        "pack_version": PACK_VERSION,
-        "base_architecture": weights.fingerprint.architecture,
-        "base_weights": weights.fingerprint.weights,
-        "inflation": json.dumps({
-            "attention": weights.inflation.attention.value,
-            "temporal_layers": weights.inflation.temporal_layers,
-            "temporal_position_encoding": weights.inflation.temporal_position_encoding.value,
-            "groupnorm": weights.inflation.groupnorm.value,
-        }),
-        **{f"info.{key}": value for key, value in weights.info.items()},
-    }
-    return tensors, metadata
-
-
-def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> TunedWeights:
-    if metadata.get("format") != FILE_FORMAT:
-        raise ValueError(f"not a Tune-A-Video weights file (format {metadata.get('format')!r})")
-    inflation = json.loads(metadata["inflation"])
-    config = InflationConfig(
-        attention=AttentionMode(inflation["attention"]),
-        temporal_layers=bool(inflation["temporal_layers"]),
-        temporal_position_encoding=PositionEncoding(inflation["temporal_position_encoding"]),
-        groupnorm=GroupNormMode(inflation["groupnorm"]),
-    )
-    q_deltas = {
-        key.removesuffix(DELTA_SUFFIX) + ".weight": value.float()
-        for key, value in tensors.items() if key.endswith(DELTA_SUFFIX)
-    }
-    temporal = {
-        key.removeprefix(TEMPORAL_PREFIX): value.float() for key, value in tensors.items()
-        if key.startswith(TEMPORAL_PREFIX)
-    }
-    info = {key.removeprefix("info."): value for key, value in metadata.items() if key.startswith("info.")}
-    fingerprint = UNetFingerprint(metadata["base_architecture"], metadata["base_weights"])
-    return TunedWeights(q_deltas, temporal, config, fingerprint, info)

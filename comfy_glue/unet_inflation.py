@@ -38,7 +38,6 @@ TEMPORAL_MODELS_KEY = "tav_temporal"
 VIDEO_BATCH_WRAPPER_KEY = "tav_video_batch"
 INVERSION_GUARD_KEY = "tav_inversion_guard"
 TEMPORAL_INIT_SEED = 0
-NODE = "Inflate UNet"
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,23 @@ class TransformerBlockSite:
     @property
     def name(self) -> str:
         return "_".join(str(part) for part in self.key)
+
+
+@dataclass(frozen=True)
+class UNetSites:
+    """Every place of a UNet the pack patches, found in one walk at inflation and kept with the model."""
+
+    transformer_blocks: tuple[TransformerBlockSite, ...]  # in the order the UNet runs them
+    layers: tuple[tuple[str, nn.Module], ...]  # ResNet blocks and spatial transformers: checkpointed/compiled
+    resnet_norms: tuple[tuple[str, nn.GroupNorm], ...]  # the GroupNorms the reference runs on (b, c, f, h, w)
+
+
+@dataclass(frozen=True)
+class Inflation:
+    """What an inflated MODEL carries (as a ModelPatcher attachment, shared by its clones)."""
+
+    config: InflationConfig
+    sites: UNetSites
 
 
 def videos_in(transformer_options: dict) -> int:
@@ -129,7 +145,7 @@ class TemporalLayers(nn.Module):
         self.layers = nn.ModuleDict(layers)
 
 
-def supported_unet(model, node: str = NODE) -> UNetModel:
+def supported_unet(model, node: str) -> UNetModel:
     """The UNetModel inside a ComfyUI MODEL, or a clear error for anything this pack cannot inflate."""
     base = getattr(model, "model", None)
     unet = getattr(base, "diffusion_model", None)
@@ -143,31 +159,26 @@ def supported_unet(model, node: str = NODE) -> UNetModel:
     return unet
 
 
-def transformer_block_sites(unet: UNetModel) -> list[TransformerBlockSite]:
-    """Every BasicTransformerBlock, in the order the UNet runs them."""
-    groups = [("input", i, f"diffusion_model.input_blocks.{i}", seq) for i, seq in enumerate(unet.input_blocks)]
-    if unet.middle_block is not None:
-        groups.append(("middle", 0, "diffusion_model.middle_block", unet.middle_block))
-    groups += [("output", i, f"diffusion_model.output_blocks.{i}", seq) for i, seq in enumerate(unet.output_blocks)]
-    sites = []
-    for block_name, block_id, prefix, seq in groups:
-        for position, layer in enumerate(seq):
-            if isinstance(layer, SpatialTransformer):
-                for index, block in enumerate(layer.transformer_blocks):
-                    path = f"{prefix}.{position}.transformer_blocks.{index}"
-                    sites.append(TransformerBlockSite((block_name, block_id, index), path, block))
-    return sites
+_BLOCK_GROUPS = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
 
 
-def resnet_group_norms(unet: UNetModel) -> list[tuple[str, nn.GroupNorm]]:
-    """The GroupNorms the reference runs on (b, c, f, h, w): both norms of every ResNet block and the final norm."""
-    norms = []
+def find_sites(unet: UNetModel) -> UNetSites:
+    """Walk the UNet once: its transformer blocks (with ComfyUI's patch keys), layers and ResNet GroupNorms."""
+    blocks, layers, norms = [], [], []
     for name, module in unet.named_modules():
-        if isinstance(module, ResBlock):
-            norms.append((f"diffusion_model.{name}.in_layers.0", module.in_layers[0]))
-            norms.append((f"diffusion_model.{name}.out_layers.0", module.out_layers[0]))
+        path = f"diffusion_model.{name}"
+        if isinstance(module, BasicTransformerBlock):
+            group, block_id, *_, index = name.split(".")
+            if group in _BLOCK_GROUPS:
+                block_number = 0 if group == "middle_block" else int(block_id)
+                blocks.append(TransformerBlockSite((_BLOCK_GROUPS[group], block_number, int(index)), path, module))
+        elif isinstance(module, (ResBlock, SpatialTransformer)):
+            layers.append((path, module))
+            if isinstance(module, ResBlock):
+                norms += [(f"{path}.in_layers.0", module.in_layers[0]), (f"{path}.out_layers.0", module.out_layers[0])]
     norms.append(("diffusion_model.out.0", unet.out[0]))
-    return [(path, norm) for path, norm in norms if isinstance(norm, nn.GroupNorm)]
+    norms = [(path, norm) for path, norm in norms if isinstance(norm, nn.GroupNorm)]
+    return UNetSites(tuple(blocks), tuple(layers), tuple(norms))
 
 
 def unet_compute_dtype(model) -> torch.dtype:
@@ -179,20 +190,25 @@ def unet_compute_dtype(model) -> torch.dtype:
     return model.get_model_object("manual_cast_dtype") or model.model.get_dtype()
 
 
-def build_temporal_layers(
-    sites: list[TransformerBlockSite], config: InflationConfig, dtype: torch.dtype, device: torch.device
-) -> TemporalLayers:
-    generator = torch.Generator().manual_seed(TEMPORAL_INIT_SEED)
+def empty_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torch.device) -> TemporalLayers:
+    """Temporal layers of the right shapes, uninitialised (ComfyUI's layers skip init): to load weights into."""
     layers = {}
-    for site in sites:
+    for site in inflation.sites.transformer_blocks:
         dim = site.block.norm3.normalized_shape[0]
-        layer = TemporalAttention(
-            dim, site.block.n_heads, site.block.d_head, config.temporal_position_encoding,
-            operations=comfy.ops.disable_weight_init, dtype=torch.float32, device=torch.device("cpu"),
+        layers[site.name] = TemporalAttention(
+            dim, site.block.n_heads, site.block.d_head, inflation.config.temporal_position_encoding,
+            operations=comfy.ops.disable_weight_init, dtype=dtype, device=device,
         )
-        layer.initialize(generator)  # on the CPU in fp32, so every machine starts from the same weights
-        layers[site.name] = layer.to(device=device, dtype=dtype)
     return TemporalLayers(layers)
+
+
+def fresh_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torch.device) -> TemporalLayers:
+    """New temporal layers, an exact identity: initialised on the CPU in fp32, so every machine starts alike."""
+    layers = empty_temporal_layers(inflation, torch.float32, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(TEMPORAL_INIT_SEED)
+    for layer in layers.layers.values():
+        layer.initialize(generator)
+    return layers.to(device=device, dtype=dtype)
 
 
 def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
@@ -201,7 +217,7 @@ def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
         layers, load_device=inflated.load_device, offload_device=inflated.offload_device
     )
     inflated.set_additional_models(TEMPORAL_MODELS_KEY, [patcher])
-    for site in transformer_block_sites(supported_unet(inflated)):
+    for site in inflation_of(inflated).sites.transformer_blocks:
         inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, layers.layers[site.name]))
 
 
@@ -210,38 +226,40 @@ def temporal_layers_of(model) -> TemporalLayers | None:
     return patchers[0].model if patchers else None
 
 
-def inflation_of(model) -> InflationConfig | None:
-    """The settings a MODEL was inflated with, or None for an image model."""
+def inflation_of(model) -> Inflation | None:
+    """What a MODEL was inflated with (settings and patched sites), or None for an image model."""
     return model.get_attachment(INFLATION_ATTACHMENT)
 
 
-def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelPatcher":
+def inflate_model(model, config: InflationConfig, node: str) -> "comfy.model_patcher.ModelPatcher":
     """A patched clone of `model` that runs frames-as-batch videos the Tune-A-Video way."""
-    unet = supported_unet(model)
+    unet = supported_unet(model, node)
     if inflation_of(model) is not None:
         raise TAVInputError(
-            NODE, "model", "this MODEL is already inflated.",
+            node, "model", "this MODEL is already inflated.",
             "Connect the checkpoint's MODEL (or a LoRA on it) instead; inflate once per model.",
         )
-    sites = transformer_block_sites(unet)
-    if not sites:
-        raise TAVInputError(NODE, "model", f"{type(unet).__name__} has no spatial transformer blocks to inflate.")
+    sites = find_sites(unet)
+    if not sites.transformer_blocks:
+        raise TAVInputError(node, "model", f"{type(unet).__name__} has no spatial transformer blocks to inflate.")
+    inflation = Inflation(config, sites)
 
     inflated = model.clone()
+    inflated.set_attachments(INFLATION_ATTACHMENT, inflation)
     existing = inflated.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
-    taken = [site.key for site in sites if site.key in existing]
+    taken = [site.key for site in sites.transformer_blocks if site.key in existing]
     if taken:
         logging.warning("Tune-A-Video: replacing attn1 patches from another node on %d blocks", len(taken))
     attn1 = CrossFrameAttn1(config.attention)
-    for site in sites:
+    for site in sites.transformer_blocks:
         inflated.set_model_attn1_replace(attn1, *site.key)
 
     if config.temporal_layers:
-        layers = build_temporal_layers(sites, config, unet_compute_dtype(model), model.offload_device)
+        layers = fresh_temporal_layers(inflation, unet_compute_dtype(model), model.offload_device)
         attach_temporal_layers(inflated, layers)
 
     if config.groupnorm == GroupNormMode.PER_VIDEO:
-        for path, norm in resnet_group_norms(unet):
+        for path, norm in sites.resnet_norms:
             inflated.add_object_patch(f"{path}.forward", PerVideoGroupNorm(norm))
         comfy.patcher_extension.add_wrapper_with_key(
             comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, VIDEO_BATCH_WRAPPER_KEY,
@@ -252,5 +270,4 @@ def inflate_model(model, config: InflationConfig) -> "comfy.model_patcher.ModelP
         comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, INVERSION_GUARD_KEY,
         inversion_guard, inflated.model_options, is_model_options=True,
     )
-    inflated.set_attachments(INFLATION_ATTACHMENT, config)
     return inflated

@@ -6,6 +6,8 @@ of the first batch layout it saw. A video control picks, for every call, the hin
 frames in that call, for every chunk, and drops the cached hint when that choice changes.
 """
 
+import importlib
+
 import torch
 from comfy.controlnet import ControlBase
 
@@ -90,17 +92,23 @@ def check_hint_counts(conditioning: list, frames: int, node: str, input_name: st
             raise TAVInputError(node, input_name, hint_count_problem(hints.shape[0], frames))
 
 
+def stock_node_class(name: str) -> type:
+    """A node class of ComfyUI's own top-level nodes.py, which shares its module name with this pack's nodes/.
+
+    Imported on use: that module pulls in comfy_api and PyAV, which inversion and sampling without hints never
+    need (the GPU benchmark's bare image has no PyAV).
+    """
+    comfyui_nodes_module = importlib.import_module("nodes")
+    return comfyui_nodes_module.NODE_CLASS_MAPPINGS[name]
+
+
 def apply_video_control(
     positive: list, negative: list, control_net: ControlBase, hints: torch.Tensor, strength: float,
     start_percent: float, end_percent: float, vae=None,
 ) -> tuple[list, list]:
     """The stock ControlNetApplyAdvanced (chaining included), with its new controls made video-aware."""
-    # Imported on use: ComfyUI's nodes module pulls in comfy_api and PyAV, which inversion and sampling
-    # without hints never need (the GPU benchmark's bare image has no PyAV).
-    import nodes as comfy_nodes
-
     before = {id(control) for control in controls_in(positive + negative)}
-    positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
+    positive, negative = stock_node_class("ControlNetApplyAdvanced")().apply_controlnet(
         positive, negative, control_net, hints, strength, start_percent, end_percent, vae=vae
     )
     hint_batch = hints.movedim(-1, 1)

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..comfy_glue.video_control import apply_video_control
 from ..tav_core.errors import TAVInputError
 from ..tav_core.hint_preprocessors import HintSettings, Preprocessor, compute_hints
-from .common import CATEGORY
+from .common import CATEGORY, check_numbers, validation_result
 
 NODE = "ControlNet/T2I-Adapter Condition"
 PREPROCESSOR_HELP = (
@@ -87,17 +87,37 @@ class ControlCondition(io.ComfyNode):
         )
 
     @classmethod
+    def check_inputs(cls, **numbers: float | int | None) -> None:
+        check_numbers(cls, numbers)
+        start, end = numbers.get("start_percent"), numbers.get("end_percent")
+        if start is not None and end is not None and start > end:
+            raise TAVInputError(NODE, "start_percent", f"{start} is after end_percent {end}.")
+
+    @classmethod
+    def validate_inputs(
+        cls, strength: float | None = None, start_percent: float | None = None, end_percent: float | None = None,
+        low_threshold: int | None = None, high_threshold: int | None = None, line_thickness: int | None = None,
+        block_size: int | None = None,
+    ) -> bool | str:
+        return validation_result(lambda: cls.check_inputs(
+            strength=strength, start_percent=start_percent, end_percent=end_percent, low_threshold=low_threshold,
+            high_threshold=high_threshold, line_thickness=line_thickness, block_size=block_size,
+        ))
+
+    @classmethod
     def execute(
         cls, positive, negative, control_net, frames, preprocessor: str, strength: float, start_percent: float,
         end_percent: float, low_threshold: int, high_threshold: int, line_thickness: int, block_size: int,
         vae=None,
     ) -> io.NodeOutput:
+        cls.check_inputs(
+            strength=strength, start_percent=start_percent, end_percent=end_percent, low_threshold=low_threshold,
+            high_threshold=high_threshold, line_thickness=line_thickness, block_size=block_size,
+        )
         if frames.ndim != 4 or frames.shape[-1] < 3:
             raise TAVInputError(
                 NODE, "frames", f"expected an IMAGE batch (frames, height, width, 3), got {tuple(frames.shape)}."
             )
-        if start_percent > end_percent:
-            raise TAVInputError(NODE, "start_percent", f"{start_percent} is after end_percent {end_percent}.")
         settings = HintSettings(low_threshold, high_threshold, line_thickness, block_size)
         hints = compute_hints(frames[..., :3].float().cpu().numpy(), Preprocessor(preprocessor), settings)
         hints = torch.from_numpy(hints)

@@ -3,7 +3,7 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.ddim_editing import invert_video
-from .common import CATEGORY
+from .common import CATEGORY, check_numbers, validation_result
 
 NODE = "DDIM Invert Video"
 
@@ -51,5 +51,12 @@ class DDIMInvertVideo(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, steps: int | None = None, inversion_strength: float | None = None):
+        return validation_result(
+            lambda: check_numbers(cls, {"steps": steps, "inversion_strength": inversion_strength})
+        )
+
+    @classmethod
     def execute(cls, model, latents, conditioning, steps: int, inversion_strength: float) -> io.NodeOutput:
+        check_numbers(cls, {"steps": steps, "inversion_strength": inversion_strength})
         return io.NodeOutput(invert_video(model, latents, conditioning, steps, inversion_strength, NODE))

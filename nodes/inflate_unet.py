@@ -6,13 +6,15 @@ from ..comfy_glue.unet_inflation import inflate_model
 from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
 from .common import CATEGORY
 
+NODE = "Inflate UNet"
+
 
 class InflateUNet(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TAV_InflateUNet",
-            display_name="Inflate UNet",
+            display_name=NODE,
             category=CATEGORY,
             description=(
                 "Turns a Stable Diffusion 1.x / 2.x / SDXL MODEL into a Tune-A-Video video model: the latent "
@@ -74,4 +76,4 @@ class InflateUNet(io.ComfyNode):
             temporal_position_encoding=PositionEncoding(temporal_position_encoding),
             groupnorm=GroupNormMode(groupnorm),
         )
-        return io.NodeOutput(inflate_model(model, config))
+        return io.NodeOutput(inflate_model(model, config, NODE))

@@ -3,6 +3,7 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.demo_model import DEMO_MODEL_FILE, load_demo_model
+from ..tav_core.weights_file import file_signature
 from .common import CATEGORY
 
 NODE = "TAV Load Demo Model"
@@ -28,6 +29,11 @@ class LoadDemoModel(io.ComfyNode):
                 io.Vae.Output(display_name="VAE", tooltip="8x autoencoder for 64x64 frames (4 latent channels)."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls) -> object:
+        """The file's size, time and inode: a retrained demo model is loaded again."""
+        return file_signature(DEMO_MODEL_FILE) if DEMO_MODEL_FILE.is_file() else None
 
     @classmethod
     def execute(cls) -> io.NodeOutput:

@@ -1,14 +1,20 @@
 """One-Shot Tune: fine-tune an inflated MODEL on one video (the Tune-A-Video recipe)."""
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
 from ..comfy_glue.model_folders import save_tuned_weights
-from ..comfy_glue.one_shot_tune import NODE, tune
-from ..tav_core.errors import TAVInputError
+from ..comfy_glue.one_shot_tune import tune
+from ..comfy_glue.progress import show_on_node
 from ..tav_core.loss_curve import draw_loss_curve
 from ..tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
-from .common import CATEGORY, TUNED_WEIGHTS
+from .common import CATEGORY, TUNED_WEIGHTS, check_numbers, validation_result
+from .tuned_weights_io import checked_save_path
+from .weights_in_prompt import refuse_save_and_load_together
+
+NODE = "One-Shot Tune"
 
 
 class OneShotTune(io.ComfyNode):
@@ -81,21 +87,41 @@ class OneShotTune(io.ComfyNode):
                 ),
                 io.Image.Output(display_name="loss_curve", tooltip="The training loss per step, as a picture."),
             ],
+            hidden=[io.Hidden.prompt],
         )
+
+    @classmethod
+    def check_inputs(cls, steps: int | None, learning_rate: float | None, save_name: str | None) -> None:
+        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate})
+        if save_name is not None and save_name.strip():
+            checked_save_path(NODE, save_name)
+
+    @classmethod
+    def validate_inputs(
+        cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None
+    ) -> bool | str:
+        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name))
 
     @classmethod
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
     ) -> io.NodeOutput:
+        cls.check_inputs(steps, learning_rate, save_name)
+        refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
             steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision)
         )
-        result = tune(model, latents, conditioning, settings, caption=caption)
+        result = tune(model, latents, conditioning, settings, NODE, caption=caption)
         if save_name.strip():
             try:
                 save_tuned_weights(result.weights, save_name, torch.float16)
-            except ValueError as error:
-                raise TAVInputError(NODE, "save_name", str(error)) from error
+            except (OSError, ValueError) as error:  # the tune is kept: its outputs still go downstream
+                message = (
+                    f"{NODE}: the tune finished, but saving it as {save_name!r} failed ({error}). The tuned MODEL "
+                    "and tuned_weights are passed on; save them with TAV Save Tuned Weights."
+                )
+                logging.error(message)
+                show_on_node(message)
         curve = torch.from_numpy(draw_loss_curve(result.losses)).float().div(255).unsqueeze(0)
         return io.NodeOutput(result.model, result.weights, curve)

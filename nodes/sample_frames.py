@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..tav_core.errors import TAVInputError
 from ..tav_core.frame_sampling import ResizeMode, sample_frames
-from .common import CATEGORY
+from .common import CATEGORY, check_numbers, validation_result
 
 NODE = "TAV Sample Frames"
 
@@ -44,12 +44,27 @@ class SampleFrames(io.ComfyNode):
         )
 
     @classmethod
+    def check_inputs(cls, **numbers: int | None) -> None:
+        check_numbers(cls, numbers)
+        for name in ("width", "height"):
+            value = numbers.get(name)
+            if value is not None and value % 8:
+                raise TAVInputError(NODE, name, f"{value} is not a multiple of 8, which the VAE needs.")
+
+    @classmethod
+    def validate_inputs(
+        cls, count: int | None = None, start: int | None = None, stride: int | None = None,
+        width: int | None = None, height: int | None = None,
+    ) -> bool | str:
+        return validation_result(
+            lambda: cls.check_inputs(count=count, start=start, stride=stride, width=width, height=height)
+        )
+
+    @classmethod
     def execute(
         cls, images, count: int, start: int, stride: int, width: int, height: int, resize: str
     ) -> io.NodeOutput:
-        for name, value in (("width", width), ("height", height)):
-            if value % 8:
-                raise TAVInputError(NODE, name, f"{value} is not a multiple of 8, which the VAE needs.")
+        cls.check_inputs(count=count, start=start, stride=stride, width=width, height=height)
         try:
             clip = images.float().cpu().numpy()
             frames = sample_frames(clip, count, start, stride, width, height, ResizeMode(resize))

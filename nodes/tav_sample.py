@@ -3,7 +3,7 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.ddim_editing import sample_video
-from .common import CATEGORY
+from .common import CATEGORY, check_numbers, validation_result
 
 NODE = "TAV Sample"
 
@@ -46,5 +46,10 @@ class TAVSample(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, steps: int | None = None, cfg: float | None = None, eta: float | None = None):
+        return validation_result(lambda: check_numbers(cls, {"steps": steps, "cfg": cfg, "eta": eta}))
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, steps: int, cfg: float, eta: float, seed: int):
+        check_numbers(cls, {"steps": steps, "cfg": cfg, "eta": eta})
         return io.NodeOutput(sample_video(model, positive, negative, latent, steps, cfg, eta, seed, NODE))

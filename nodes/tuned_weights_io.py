@@ -1,15 +1,33 @@
 """TAV Save Tuned Weights and TAV Load Tuned Weights: one tune, many edits."""
 
+from pathlib import Path
+
 import torch
 from comfy_api.latest import io
 
-from ..comfy_glue.model_folders import load_tuned_weights, save_tuned_weights, tuned_weights_files
+from ..comfy_glue.model_folders import (
+    existing_path,
+    load_tuned_weights,
+    save_path,
+    save_tuned_weights,
+    tuned_weights_files,
+)
 from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
-from .common import CATEGORY, SAVE_PRECISIONS, TUNED_WEIGHTS
+from ..tav_core.weights_file import WeightsFileError, file_signature
+from .common import CATEGORY, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
+from .weights_in_prompt import refuse_save_and_load_together
 
 SAVE_NODE = "TAV Save Tuned Weights"
 LOAD_NODE = "TAV Load Tuned Weights"
+
+
+def checked_save_path(node: str, name: str) -> Path:
+    """The file a save_name writes, or the node's error saying why it cannot be written."""
+    try:
+        return save_path(name)
+    except ValueError as error:
+        raise TAVInputError(node, "save_name", f"{error}.") from error
 
 
 class SaveTunedWeights(io.ComfyNode):
@@ -27,7 +45,7 @@ class SaveTunedWeights(io.ComfyNode):
             inputs=[
                 TUNED_WEIGHTS.Input("tuned_weights", tooltip="The tuned_weights output of One-Shot Tune."),
                 io.String.Input(
-                    "save_name", default="tuneavideo/clip",
+                    "save_name", default="clip",
                     tooltip="File name inside models/tuneavideo/ ('.safetensors' is added); '/' makes sub-folders.",
                 ),
                 io.Combo.Input(
@@ -36,15 +54,27 @@ class SaveTunedWeights(io.ComfyNode):
                 ),
             ],
             outputs=[],
+            hidden=[io.Hidden.prompt],
         )
 
     @classmethod
+    def validate_inputs(cls, save_name: str | None = None) -> bool | str:
+        return True if save_name is None else validation_result(lambda: checked_save_path(SAVE_NODE, save_name))
+
+    @classmethod
     def execute(cls, tuned_weights, save_name: str, precision: str) -> io.NodeOutput:
-        try:
-            save_tuned_weights(tuned_weights, save_name, getattr(torch, SAVE_PRECISIONS[precision]))
-        except ValueError as error:
-            raise TAVInputError(SAVE_NODE, "save_name", str(error)) from error
+        checked_save_path(SAVE_NODE, save_name)
+        refuse_save_and_load_together(cls.hidden, SAVE_NODE, "save_name", save_name, saving=True)
+        save_tuned_weights(tuned_weights, save_name, getattr(torch, SAVE_PRECISIONS[precision]))
         return io.NodeOutput()
+
+
+def checked_weights_path(name: str) -> Path:
+    """The listed file a weights_name reads, or the node's error saying why it cannot be read."""
+    try:
+        return existing_path(name)
+    except (ValueError, FileNotFoundError) as error:
+        raise TAVInputError(LOAD_NODE, "weights_name", f"{error}.") from error
 
 
 class LoadTunedWeights(io.ComfyNode):
@@ -73,12 +103,30 @@ class LoadTunedWeights(io.ComfyNode):
                 io.Model.Output(display_name="model", tooltip="The tuned video model."),
                 TUNED_WEIGHTS.Output(display_name="tuned_weights", tooltip="The loaded tuned parameters."),
             ],
+            hidden=[io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, model, weights_name: str, allow_mismatch: bool) -> io.NodeOutput:
+    def validate_inputs(cls, weights_name: str | None = None) -> bool | str:
+        return True if weights_name is None else validation_result(lambda: checked_weights_path(weights_name))
+
+    @classmethod
+    def fingerprint_inputs(cls, weights_name: str | None = None, **_other_inputs) -> object:
+        """The file's size, time and inode: a file rewritten under the same name is loaded again."""
+        if not isinstance(weights_name, str):
+            return None
         try:
-            weights = load_tuned_weights(weights_name)
-        except (ValueError, FileNotFoundError) as error:
-            raise TAVInputError(LOAD_NODE, "weights_name", str(error)) from error
-        return io.NodeOutput(load_onto(model, weights, allow_mismatch, LOAD_NODE), weights)
+            return file_signature(existing_path(weights_name))
+        except (ValueError, FileNotFoundError, OSError) as error:
+            return str(error)
+
+    @classmethod
+    def execute(cls, model, weights_name: str, allow_mismatch: bool) -> io.NodeOutput:
+        path = checked_weights_path(weights_name)
+        refuse_save_and_load_together(cls.hidden, LOAD_NODE, "weights_name", weights_name, saving=False)
+        source = f"{weights_name} ({path})"
+        try:
+            weights = load_tuned_weights(path)
+        except WeightsFileError as error:
+            raise TAVInputError(LOAD_NODE, "weights_name", f"{source}: {error}.") from error
+        return io.NodeOutput(load_onto(model, weights, allow_mismatch, LOAD_NODE, source), weights)

@@ -9,5 +9,3 @@ class TAVInputError(ValueError):
         if hint:
             message += f" {hint}"
         super().__init__(message)
-        self.node = node
-        self.input_name = input_name

@@ -13,14 +13,19 @@ class ResizeMode(str, Enum):
     STRETCH = "stretch"  # ignore the aspect ratio
 
 
+def frames(count: int) -> str:
+    return f"{count} frame" + ("" if count == 1 else "s")
+
+
 def frame_indices(total: int, count: int, start: int, stride: int) -> list[int]:
     """`count` frames from `start`, every `stride`-th (sample_start_idx / sample_frame_rate)."""
     if count < 1 or stride < 1 or start < 0:
-        raise ValueError(f"count {count} and stride {stride} must be at least 1, start {start} at least 0")
+        raise ValueError(f"count {count} and stride {stride} must be at least 1, start {start} at least 0.")
     last = start + (count - 1) * stride
     if last >= total:
         raise ValueError(
-            f"the video has {total} frames, but {count} frames from frame {start} every {stride} need {last + 1}"
+            f"the video has {frames(total)}, but {frames(count)} from frame {start} every {stride} need "
+            f"{frames(last + 1)}."
         )
     return list(range(start, last + 1, stride))
 

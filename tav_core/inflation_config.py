@@ -1,6 +1,6 @@
 """The choices that turn an image UNet into a Tune-A-Video video UNet."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 
@@ -32,3 +32,29 @@ class InflationConfig:
     temporal_layers: bool = True
     temporal_position_encoding: PositionEncoding = PositionEncoding.NONE
     groupnorm: GroupNormMode = GroupNormMode.PER_FRAME
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(field.type, type) and issubclass(field.type, Enum):
+                object.__setattr__(self, field.name, field.type(value))  # ValueError names a bad value
+            elif not isinstance(value, bool):
+                raise ValueError(f"{field.name} must be true or false, not {value!r}")
+
+    def to_dict(self) -> dict[str, str | bool]:
+        """Plain JSON values, e.g. for a weights file's metadata."""
+        return {name: value.value if isinstance(value, Enum) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "InflationConfig":
+        """The inverse of to_dict; a missing, unknown or invalid setting is a ValueError that names it."""
+        names = {field.name for field in fields(cls)}
+        if not isinstance(values, dict):
+            raise ValueError(f"expected the inflation settings as an object, got {values!r}")
+        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+        if missing or unknown:
+            raise ValueError(f"inflation settings: missing {missing or 'none'}, unknown {unknown or 'none'}")
+        return cls(**values)
+
+    def describe(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in self.to_dict().items())

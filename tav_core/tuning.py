@@ -68,7 +68,6 @@ class NonFiniteLossError(RuntimeError):
 
     def __init__(self, step: int, value: float) -> None:
         super().__init__(f"loss became {value} at step {step}")
-        self.step = step
 
 
 def target_mse(denoised: torch.Tensor, x0: torch.Tensor, output_gain: torch.Tensor | float) -> torch.Tensor:

@@ -13,9 +13,11 @@ TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 __all__ = ["make_server", "workflow_to_prompt"]
 
 
-def make_server(workdir: Path, model_folders: dict[str, Path] | None = None) -> ComfyServer:
+def make_server(
+    workdir: Path, model_folders: dict[str, Path] | None = None, extra_args: list[str] | None = None
+) -> ComfyServer:
     """A not yet started server whose tuned weights live in workdir/tuneavideo."""
     folders = {"custom_nodes": TEST_NODES, "tuneavideo": workdir / "tuneavideo", **(model_folders or {})}
-    server = ComfyServer(COMFYUI, workdir, folders)
+    server = ComfyServer(COMFYUI, workdir, folders, extra_args=extra_args)
     server.tuned_weights_dir = workdir / "tuneavideo"
     return server

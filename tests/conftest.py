@@ -16,3 +16,15 @@ def comfy_inference_mode():
     comfy.utils.PROGRESS_BAR_ENABLED = False  # no tqdm bars in test output
     with torch.inference_mode():
         yield
+
+
+@pytest.fixture
+def weights_folder(tmp_path, monkeypatch):
+    """A tuned-weights folder of the test's own, in place of models/tuneavideo."""
+    import folder_paths
+    from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
+
+    folder = tmp_path / "tuneavideo"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, TUNED_WEIGHTS_FOLDER, ([str(folder)], {".safetensors"}))
+    return folder

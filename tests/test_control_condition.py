@@ -47,7 +47,7 @@ def condition(control, hint_frames, preprocessor="none", positive=None, negative
 def isolated_model():
     settings = InflationConfig(attention=AttentionMode.FIRST_FRAME, temporal_layers=False,
                                groupnorm=GroupNormMode.PER_FRAME)
-    return inflate_model(tiny_unet("sd1", seed=0), settings)
+    return inflate_model(tiny_unet("sd1", seed=0), settings, "Inflate UNet")
 
 
 @pytest.mark.parametrize("kind", CONTROLS)
@@ -121,7 +121,7 @@ def test_selection_per_chunk_and_window():
 
 @pytest.mark.parametrize("kind", CONTROLS)
 def test_joint_and_split_cond_uncond_agree_through_tav_sample(kind, monkeypatch):
-    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig())
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     randomize_temporal(model, seed=3)
     positive, negative, _ = condition(CONTROLS[kind](), frames(), "canny")
     latent = {"samples": torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(4))}
@@ -158,7 +158,7 @@ def test_every_preprocessor_gives_rgb_hints_in_range(preprocessor):
 
 
 def test_hint_count_mismatch_is_named():
-    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig())
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     positive, negative, _ = condition(tiny_controlnet(), frames()[:3])
     latent = {"samples": torch.randn(FRAMES, 4, 8, 8)}
     with pytest.raises(TAVInputError, match="TAV Sample: input 'positive': 3 hint frames for a video of 4 frames"):

@@ -31,7 +31,7 @@ def source_video() -> dict:
 
 
 def video_model(kind: str):
-    model = inflate_model(tiny_unet(kind, seed=0), InflationConfig())
+    model = inflate_model(tiny_unet(kind, seed=0), InflationConfig(), "Inflate UNet")
     randomize_temporal(model, seed=4)
     return model
 

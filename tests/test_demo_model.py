@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from comfyui_tune_a_video.nodes.load_demo_model import LoadDemoModel
-from comfyui_tune_a_video.tav_core.shapes_judge import judge
-from comfyui_tune_a_video.tav_core.shapes_world import (
+from comfyui_tune_a_video.shapes_demo.judge import judge
+from comfyui_tune_a_video.shapes_demo.world import (
     BACKGROUNDS,
     COLOURS,
     object_coverage,

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from comfyui_tune_a_video.tav_core.edit_metrics import score_edit
-from comfyui_tune_a_video.tav_core.shapes_world import Scene, parse_caption, random_clip, render
+from comfyui_tune_a_video.shapes_demo.metrics import score_edit
+from comfyui_tune_a_video.shapes_demo.world import Scene, parse_caption, random_clip, render
 
 
 def shifted(clip, dx: float, colour: str | None = None) -> np.ndarray:

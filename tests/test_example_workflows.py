@@ -13,9 +13,9 @@ import torch
 from browser import CHROMIUM, comfy_page
 from comfy_server import make_server, workflow_to_prompt
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
-from comfyui_tune_a_video.comfy_glue.tuned_weights import to_file_contents
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+from comfyui_tune_a_video.tav_core.tuned_weights_file import to_file_contents
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 from safetensors.torch import save_file
@@ -103,9 +103,9 @@ def write_tiny_lora(path: Path) -> None:
 
 def write_tuned_weights(path: Path) -> None:
     """Weights tuned on the test loader's tiny sd1 model, so TAV Load Tuned Weights finds its base."""
-    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig())
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     latent = {"samples": torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
-    result = tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=1, learning_rate=1e-4))
+    result = tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=1, learning_rate=1e-4), "One-Shot Tune")
     save_atomically(path, *to_file_contents(result.weights, torch.float16))
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, resnet_group_norms, supported_unet
+from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of
 from comfyui_tune_a_video.nodes.inflate_unet import InflateUNet
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import (
@@ -29,7 +29,7 @@ def context(seed: int, batch: int) -> torch.Tensor:
 
 
 def inflated(base, **settings):
-    return inflate_model(base, InflationConfig(**settings))
+    return inflate_model(base, InflationConfig(**settings), "Inflate UNet")
 
 
 def isolated_settings():
@@ -57,7 +57,7 @@ def test_per_video_groupnorm_equals_torch_groupnorm_on_5d_video(sd1):
     seen = []
     hooks = [
         norm.register_forward_hook(lambda module, args, out: seen.append((module, args[0], out)))
-        for _, norm in resnet_group_norms(supported_unet(video_model))
+        for _, norm in inflation_of(video_model).sites.resnet_norms
     ]
     try:
         x = torch.cat([video(2), video(3)])
@@ -65,7 +65,7 @@ def test_per_video_groupnorm_equals_torch_groupnorm_on_5d_video(sd1):
     finally:
         for hook in hooks:
             hook.remove()
-    assert len(seen) == len(resnet_group_norms(supported_unet(sd1)))
+    assert len(seen) == len(inflation_of(video_model).sites.resnet_norms)
     for module, x_in, out in seen:
         reference = torch.nn.GroupNorm(module.num_groups, module.num_channels, eps=module.eps)
         reference.load_state_dict(module.state_dict())

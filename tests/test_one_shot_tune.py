@@ -6,19 +6,14 @@ from functools import partial
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.utils
-import folder_paths
 import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
-from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import TrainingForward, tune
 from comfyui_tune_a_video.comfy_glue.tuned_weights import FINGERPRINT_SAMPLES, fingerprint_indices
-from comfyui_tune_a_video.comfy_glue.unet_inflation import (
-    inflate_model,
-    supported_unet,
-    temporal_layers_of,
-    transformer_block_sites,
-)
+from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
+from comfyui_tune_a_video.nodes.inflate_unet import NODE as INFLATE
+from comfyui_tune_a_video.nodes.one_shot_tune import NODE as TUNE
 from comfyui_tune_a_video.nodes.one_shot_tune import OneShotTune
 from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
@@ -42,16 +37,8 @@ def context(batch: int) -> torch.Tensor:
     return torch.randn(1, 77, CONTEXT_DIM, generator=torch.Generator().manual_seed(0)).expand(batch, -1, -1)
 
 
-@pytest.fixture
-def weights_folder(tmp_path, monkeypatch):
-    folder = tmp_path / "tuneavideo"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, TUNED_WEIGHTS_FOLDER, ([str(folder)], {".safetensors"}))
-    return folder
-
-
 def video_model(kind: str = "sd1", seed: int = 0, live_temporal: bool = False):
-    model = inflate_model(tiny_unet(kind, seed), InflationConfig())
+    model = inflate_model(tiny_unet(kind, seed), InflationConfig(), INFLATE)
     if live_temporal:
         randomize_temporal(model, seed=21)
     return model
@@ -60,7 +47,7 @@ def video_model(kind: str = "sd1", seed: int = 0, live_temporal: bool = False):
 @pytest.mark.parametrize("kind", ["sd1", "sd2"])  # epsilon and v-prediction
 def test_loss_falls_clearly(kind):
     model = video_model(kind)
-    result = tune(model, moving_square_video(), text_cond(kind, 1), TuneSettings(steps=60, learning_rate=1e-2))
+    result = tune(model, moving_square_video(), text_cond(kind, 1), TuneSettings(steps=60, learning_rate=1e-2), TUNE)
     first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
     assert len(result.losses) == 60
     # A random tiny UNet can only memorise so much through its to_q and temporal layers: a 25 % drop is clear.
@@ -76,7 +63,7 @@ def test_one_step_trains_every_parameter_and_nothing_else(checkpointing):
     output_before = apply_unet(model, x, 2.0, context(FRAMES), [0])
     lr = 1e-3
     settings = TuneSettings(steps=1, learning_rate=lr, gradient_checkpointing=checkpointing)
-    result = tune(model, moving_square_video(), text_cond("sd1", 1), settings)
+    result = tune(model, moving_square_video(), text_cond("sd1", 1), settings, TUNE)
 
     deltas = result.weights.q_deltas
     blocks = {key.split(".")[1] for key in deltas}
@@ -109,7 +96,7 @@ class BlockScaledCrossAttention:
 def block_keyed_model():
     """An inflated model whose every block scales its cross-attention differently (as IP-Adapter's patches do)."""
     model = video_model(live_temporal=True)
-    for number, site in enumerate(transformer_block_sites(supported_unet(model))):
+    for number, site in enumerate(inflation_of(model).sites.transformer_blocks):
         model.set_model_attn2_replace(BlockScaledCrossAttention(0.5 + 0.25 * number), *site.key)
     return model
 
@@ -117,7 +104,7 @@ def block_keyed_model():
 def tuned_losses(model=None, **settings) -> torch.Tensor:
     settings = TuneSettings(steps=8, learning_rate=1e-3, seed=5, **settings)
     model = block_keyed_model() if model is None else model
-    return torch.tensor(tune(model, moving_square_video(), text_cond("sd1", 1), settings).losses)
+    return torch.tensor(tune(model, moving_square_video(), text_cond("sd1", 1), settings, TUNE).losses)
 
 
 def test_checkpointing_does_not_change_the_losses():
@@ -130,7 +117,7 @@ def test_checkpointing_does_not_change_the_losses():
 def test_channels_last_reaches_the_unet_and_does_not_change_the_losses():
     model = block_keyed_model()
     layouts = []
-    first_conv = supported_unet(model).input_blocks[0][0]
+    first_conv = model.model.diffusion_model.input_blocks[0][0]
     hook = first_conv.register_forward_pre_hook(
         lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
     )
@@ -158,7 +145,7 @@ def test_tuning_trains_where_comfyui_picks_sub_quadratic_attention(monkeypatch, 
     monkeypatch.setattr(comfy.model_management, "get_free_memory", fluctuating_free_memory)
     video = {"samples": torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))}  # 1024 tokens
     settings = TuneSettings(steps=2, learning_rate=1e-3, gradient_checkpointing=scope)
-    losses = tune(video_model(), video, text_cond("sd1", 1), settings).losses
+    losses = tune(video_model(), video, text_cond("sd1", 1), settings, TUNE).losses
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
@@ -179,7 +166,7 @@ def test_tuning_keeps_the_users_attention_override_and_hands_it_trainable_attent
     model = video_model()
     model.model_options["transformer_options"]["optimized_attention_override"] = users_override
     video = {"samples": torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))}  # 1024 tokens
-    losses = tune(model, video, text_cond("sd1", 1), TuneSettings(steps=2, learning_rate=1e-3)).losses
+    losses = tune(model, video, text_cond("sd1", 1), TuneSettings(steps=2, learning_rate=1e-3), TUNE).losses
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
     assert handed and set(handed) == {comfy_attention.attention_pytorch.__wrapped__}
     assert model.model_options["transformer_options"]["optimized_attention_override"] is users_override
@@ -230,13 +217,13 @@ def test_tuned_model_runs_in_the_models_dtype_after_training_in_another():
     layers from it made every edit after a tune fail on a dtype mismatch.
     """
     base = tiny_unet("sd1", 0)
-    model = inflate_model(base, InflationConfig())
+    model = inflate_model(base, InflationConfig(), INFLATE)
     x = moving_square_video()["samples"]
-    result = tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"))
+    result = tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"), TUNE)
     assert {p.dtype for p in temporal_layers_of(result.model).parameters()} == {torch.float32}
     tuned_prediction = apply_unet(result.model, x, 2.0, context(FRAMES), [0])
     assert tuned_prediction.dtype == torch.float32 and torch.isfinite(tuned_prediction).all()
-    reinflated = inflate_model(base, InflationConfig())  # the same BaseModel, right after the tune
+    reinflated = inflate_model(base, InflationConfig(), INFLATE)  # the same BaseModel, right after the tune
     assert {p.dtype for p in temporal_layers_of(reinflated).parameters()} == {torch.float32}
 
 
@@ -246,10 +233,10 @@ def test_tuning_leaves_nothing_of_its_trainer_loaded():
     x = moving_square_video()["samples"]
     apply_unet(model, x, 2.0, context(FRAMES), [0])
     loaded_before = {id(loaded.model) for loaded in comfy.model_management.current_loaded_models}
-    tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"))
+    tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=2, precision="bf16"), TUNE)
     loaded_after = {id(loaded.model) for loaded in comfy.model_management.current_loaded_models}
     assert loaded_after <= loaded_before
-    unet = supported_unet(model)
+    unet = model.model.diffusion_model
     assert unet is model.model.diffusion_model and model.model.manual_cast_dtype is None  # not the trainer's bf16
     assert not [m for m in unet.modules() if isinstance(vars(m).get("forward"), TrainingForward)]
     assert "optimized_attention_override" not in model.model_options["transformer_options"]
@@ -259,7 +246,7 @@ def test_tuned_model_edits_alike_when_comfyui_loads_it_partially(monkeypatch):
     """ComfyUI's partial (lowvram) loading, forced here on the CPU: the tuned to_q deltas are applied layer by
     layer as weights are cast, and inversion plus sampling give exactly the fully loaded result."""
     video, cond = moving_square_video(), text_cond("sd1", 1)
-    tuned = tune(video_model(live_temporal=True), video, cond, TuneSettings(steps=3, learning_rate=1e-2)).model
+    tuned = tune(video_model(live_temporal=True), video, cond, TuneSettings(steps=3, learning_rate=1e-2), TUNE).model
 
     def edit() -> torch.Tensor:
         inverted = invert_video(tuned, video, cond, 3, 1.0, "test")
@@ -280,9 +267,9 @@ def test_tuned_model_edits_alike_when_comfyui_loads_it_partially(monkeypatch):
 @pytest.mark.parametrize(("model_dtype", "precision"), [(torch.float16, "bf16"), (torch.bfloat16, "fp32")])
 def test_half_precision_models_tune_and_edit(model_dtype, precision):
     """A GPU's usual pairing (fp16 checkpoint, bf16 training) and the reverse, through inversion and sampling."""
-    model = inflate_model(tiny_unet("sd1", 0, dtype=model_dtype), InflationConfig())
+    model = inflate_model(tiny_unet("sd1", 0, dtype=model_dtype), InflationConfig(), INFLATE)
     video, cond = moving_square_video(), text_cond("sd1", 1)
-    tuned = tune(model, video, cond, TuneSettings(steps=2, precision=precision)).model
+    tuned = tune(model, video, cond, TuneSettings(steps=2, precision=precision), TUNE).model
     assert {p.dtype for p in temporal_layers_of(tuned).parameters()} == {model_dtype}
     inverted = invert_video(tuned, video, cond, 2, 1.0, "test")
     edited = sample_video(tuned, cond, cond, inverted, 2, 5.0, 0.0, 0, "test")["samples"]
@@ -306,11 +293,13 @@ def test_save_load_round_trip_and_base_checks(weights_folder):
     torch.testing.assert_close(got, expected, atol=2e-3 * float(expected.abs().max()), rtol=2e-3)
 
     other_base = tiny_unet("sd1", seed=1)
-    with pytest.raises(TAVInputError, match="TAV Load Tuned Weights: input 'model': the weights were tuned on a diff"):
+    mismatch = (r"TAV Load Tuned Weights: input 'model': clips/square.safetensors \(.*\) was tuned on the same kind "
+                r"of UNet \(SD15 UNet .*\) but with other weights")
+    with pytest.raises(TAVInputError, match=mismatch):
         LoadTunedWeights.execute(other_base, "clips/square.safetensors", False)
     allowed, _ = LoadTunedWeights.execute(other_base, "clips/square.safetensors", True).result
     assert allowed is not None
-    with pytest.raises(TAVInputError, match="architecture"):
+    with pytest.raises(TAVInputError, match=r"tuned on a different kind of UNet: SD15 UNet .*this MODEL is a SD20"):
         LoadTunedWeights.execute(tiny_unet("sd2", seed=0), "clips/square.safetensors", True)
 
     SaveTunedWeights.execute(weights, "square32", "fp32")
@@ -377,13 +366,13 @@ def test_cancel_stops_leaves_no_file_and_an_intact_base(weights_folder):
 def test_bad_inputs_name_the_node_and_input(latent, steps, lr, input_name, message):
     model = video_model()
     with pytest.raises(TAVInputError, match=rf"One-Shot Tune: input '{input_name}': .*{message}"):
-        tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=steps, learning_rate=lr))
+        tune(model, latent, text_cond("sd1", 1), TuneSettings(steps=steps, learning_rate=lr), TUNE)
 
 
 def test_sdxl_tunes_with_its_extra_conds():
     """SDXL's pooled text and size conditioning reach the UNet (its ADM input) through ComfyUI's conds."""
     model = video_model("sdxl")
-    result = tune(model, moving_square_video(), text_cond("sdxl", 1), TuneSettings(steps=3, learning_rate=1e-3))
+    result = tune(model, moving_square_video(), text_cond("sdxl", 1), TuneSettings(steps=3, learning_rate=1e-3), TUNE)
     assert len(result.losses) == 3 and all(math.isfinite(loss) for loss in result.losses)
     assert any(delta.abs().max() > 0 for delta in result.weights.q_deltas.values())
 
@@ -392,11 +381,11 @@ def test_divergence_keeps_the_base_intact():
     model = video_model()
     weights_before = {k: v.clone() for k, v in model.model.state_dict().items()}
     with pytest.raises(TAVInputError, match=r"diverged: loss became (nan|inf) at step \d+"):
-        tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=20, learning_rate=1e30))
+        tune(model, moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=20, learning_rate=1e30), TUNE)
     for key, value in model.model.state_dict().items():
         assert torch.equal(value, weights_before[key]), key
 
 
 def test_image_model_is_refused():
     with pytest.raises(TAVInputError, match="One-Shot Tune: input 'model': this MODEL is not inflated"):
-        tune(tiny_unet("sd1"), moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=1))
+        tune(tiny_unet("sd1"), moving_square_video(), text_cond("sd1", 1), TuneSettings(steps=1), TUNE)

@@ -54,9 +54,18 @@ def test_upscaling_stays_in_range():
 
 
 def test_too_short_video_names_the_numbers():
-    expected = r"TAV Sample Frames: input 'count': the video has 10 frames, but 24 .* need 47"
+    expected = (r"TAV Sample Frames: input 'count': the video has 10 frames, but 24 frames from frame 0 every 2 need "
+                r"47 frames\. Lower count or stride, or start earlier\.$")
     with pytest.raises(TAVInputError, match=expected):
         run(numbered_clip(10), 24, 0, 2, 64, 64, "crop")
+    with pytest.raises(TAVInputError, match=r"the video has 1 frame, but 2 frames from frame 0 every 1 need 2 frames"):
+        run(numbered_clip(1), 2, 0, 1, 64, 64, "crop")
+
+
+def test_sizes_and_counts_are_checked_when_queued():
+    assert SampleFrames.validate_inputs(width=64, height=64, count=24, start=0, stride=2) is True
+    assert "input 'height': 60 is not a multiple of 8" in SampleFrames.validate_inputs(height=60)
+    assert "input 'count': 0 is outside 1 .. 1024" in SampleFrames.validate_inputs(count=0)
 
 
 def test_size_must_be_a_multiple_of_8():

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from comfy_host import REPO
-from comfyui_tune_a_video.tav_core.shapes_world import random_clip
+from comfyui_tune_a_video.shapes_demo.world import random_clip
 
 sys.path[:0] = [str(REPO / "tools"), str(REPO / "benchmarks")]
 import shapes_edit  # noqa: E402

@@ -1,8 +1,8 @@
 """The shapes world and its OpenCV judge: the instrument must be right before it measures anything."""
 
 import numpy as np
-from comfyui_tune_a_video.tav_core.shapes_judge import judge
-from comfyui_tune_a_video.tav_core.shapes_world import (
+from comfyui_tune_a_video.shapes_demo.judge import judge
+from comfyui_tune_a_video.shapes_demo.world import (
     BACKGROUNDS,
     BORDER,
     COLOURS,

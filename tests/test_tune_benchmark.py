@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys
-from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, temporal_layers_of
+from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from tiny_models import tiny_unet
 
@@ -76,12 +76,12 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     assert tuple(row[2] for row in tune_rows if len(row) > 10) == settings
     # The CPU's peak is counted tensor memory: at least the weights plus the trainable values' fp32 copies,
     # gradients and AdamW moments, which the profiler's allocator events must have seen being made.
-    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig())
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     temporal = temporal_layers_of(model)
     weight_bytes = sum(t.nbytes for t in model.model.state_dict().values()) + sum(
         t.nbytes for t in temporal.state_dict().values()
     )
-    trainable = sum(model.get_model_object(key).numel() for key in tuned_q_keys(model)) + sum(
+    trainable = sum(model.get_model_object(key).numel() for key in tuned_q_keys(inflation_of(model))) + sum(
         p.numel() for p in temporal.parameters()
     )
     for row in tune_rows[:2]:

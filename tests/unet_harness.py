@@ -6,7 +6,11 @@ import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import torch
-from comfyui_tune_a_video.comfy_glue.unet_inflation import temporal_layers_of
+from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys, unet_fingerprint
+from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
+from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+from comfyui_tune_a_video.tav_core.tuned_weights_file import TunedWeights, to_file_contents
+from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 from tiny_models import fill_seeded
 
 
@@ -72,3 +76,23 @@ def blend_with_gaussian_denoiser(patcher, latent: torch.Tensor, spread: float, u
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_gaussian_denoiser", wrapper,
         patcher.model_options, is_model_options=True,
     )
+
+
+def seeded_tuned_weights(base, seed: int, config: InflationConfig | None = None) -> TunedWeights:
+    """What a tune of `base` would write, with seeded random to_q deltas and temporal layers instead of training."""
+    model = inflate_model(base, config or InflationConfig(), "Inflate UNet")
+    inflation = inflation_of(model)
+    generator = torch.Generator().manual_seed(seed)
+    q_deltas = {
+        key: 0.05 * torch.randn(model.get_model_object(key).shape, generator=generator)
+        for key in tuned_q_keys(inflation)
+    }
+    temporal = temporal_layers_of(model)
+    if temporal is not None:
+        fill_seeded(temporal, seed)
+    state = {key: value.detach().clone() for key, value in temporal.state_dict().items()} if temporal else {}
+    return TunedWeights(q_deltas, state, inflation.config, unet_fingerprint(model), {"seed": str(seed)})
+
+
+def write_tuned_weights(path, weights: TunedWeights, dtype: torch.dtype = torch.float16) -> None:
+    save_atomically(path, *to_file_contents(weights, dtype))

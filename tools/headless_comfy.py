@@ -26,10 +26,13 @@ def free_port() -> int:
 class ComfyServer:
     """`python main.py --cpu` of the given ComfyUI, with input/output/temp/user folders under `workdir`.
 
-    `folders` are extra model-folder paths (name -> path, e.g. "custom_nodes" or "tuneavideo")."""
+    `folders` are extra model-folder paths (name -> path, e.g. "custom_nodes" or "tuneavideo"); `extra_args` go to
+    main.py as they are (e.g. ["--cache-lru", "10"])."""
 
-    def __init__(self, comfyui: Path, workdir: Path, folders: dict[str, Path] | None = None, cpu: bool = True):
+    def __init__(self, comfyui: Path, workdir: Path, folders: dict[str, Path] | None = None, cpu: bool = True,
+                 extra_args: list[str] | None = None):
         self.comfyui = comfyui
+        self.extra_args = list(extra_args or [])
         self.workdir = workdir
         self.folders = folders or {}
         self.cpu = cpu
@@ -48,7 +51,7 @@ class ComfyServer:
             "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
             "--temp-directory", str(self.workdir / "temp"), "--user-directory", str(self.workdir / "user"),
             "--database-url", "sqlite:///:memory:",
-        ] + (["--cpu"] if self.cpu else [])
+        ] + (["--cpu"] if self.cpu else []) + self.extra_args
         if self.folders:
             extra_paths = self.workdir / "extra_model_paths.yaml"
             lines = [f"  {name}: {path}" for name, path in self.folders.items()]

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from comfy_host import comfyui_path, setup_host
 
     setup_host()
-    from comfyui_tune_a_video.tav_core.edit_metrics import score_edit
-    from comfyui_tune_a_video.tav_core.shapes_world import parse_caption
+    from comfyui_tune_a_video.shapes_demo.metrics import score_edit
+    from comfyui_tune_a_video.shapes_demo.world import parse_caption
     from contact_sheet import read_frames, write_contact_sheet
     from headless_comfy import ComfyServer, history_error, workflow_to_prompt
     from shapes_clips import CLIPS_FOLDER, read_mp4

@@ -52,7 +52,7 @@ def main() -> None:
     from comfy_host import setup_host
 
     setup_host()
-    from comfyui_tune_a_video.tav_core.shapes_world import random_clip
+    from comfyui_tune_a_video.shapes_demo.world import random_clip
 
     CLIPS_FOLDER.mkdir(parents=True, exist_ok=True)
     index = {}

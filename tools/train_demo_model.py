@@ -48,7 +48,7 @@ def log(message: str) -> None:
 
 
 def scene_images(rng: np.random.Generator, count: int):
-    from comfyui_tune_a_video.tav_core.shapes_world import random_scene, render
+    from comfyui_tune_a_video.shapes_demo.world import random_scene, render
 
     scenes = [random_scene(rng) for _ in range(count)]
     return np.stack([render(scene) for scene in scenes]), scenes
@@ -63,8 +63,8 @@ def to_model_range(images: np.ndarray):
 def train_autoencoder(args, rng):
     import torch
     from comfyui_tune_a_video.comfy_glue.demo_model import AUTOENCODER_CONFIG
-    from comfyui_tune_a_video.tav_core.demo_autoencoder import FACTOR, ShapesAutoencoder
-    from comfyui_tune_a_video.tav_core.shapes_world import object_coverage, object_mask
+    from comfyui_tune_a_video.shapes_demo.autoencoder import FACTOR, ShapesAutoencoder
+    from comfyui_tune_a_video.shapes_demo.world import object_coverage, object_mask
 
     torch.manual_seed(args.seed)
     autoencoder = ShapesAutoencoder(**AUTOENCODER_CONFIG)
@@ -107,7 +107,7 @@ def structure_loss(mean, coverage):
 
 def autoencoder_quality(autoencoder, seed: int) -> dict:
     import torch
-    from comfyui_tune_a_video.tav_core.shapes_judge import judge
+    from comfyui_tune_a_video.shapes_demo.judge import judge
 
     images, scenes = scene_images(np.random.default_rng(seed), 400)
     with torch.no_grad():
@@ -144,8 +144,8 @@ def trainable_text_model(text_model):
 def train_unet(args, autoencoder, clip, rng):
     import torch
     from comfyui_tune_a_video.comfy_glue.demo_model import build_unet
-    from comfyui_tune_a_video.tav_core.seeded_init import init_seeded
-    from comfyui_tune_a_video.tav_core.shapes_world import all_captions
+    from comfyui_tune_a_video.shapes_demo.seeded_init import init_seeded
+    from comfyui_tune_a_video.shapes_demo.world import all_captions
 
     captions = all_captions()
     tokens = caption_tokens(clip, captions + [""])  # last row: the empty caption, for guidance
@@ -207,8 +207,8 @@ def train_unet(args, autoencoder, clip, rng):
 def quality_gate(unet, clip, vae, prompts: int, seed: int) -> dict:
     import comfy.sample
     import torch
-    from comfyui_tune_a_video.tav_core.shapes_judge import judge
-    from comfyui_tune_a_video.tav_core.shapes_world import random_scene
+    from comfyui_tune_a_video.shapes_demo.judge import judge
+    from comfyui_tune_a_video.shapes_demo.world import random_scene
 
     rng = np.random.default_rng(seed)
     empty = [[clip.encode_from_tokens(clip.tokenize("")), {}]]
@@ -249,7 +249,7 @@ def main() -> None:
     setup_host(cpu=True)
     import torch
     from comfyui_tune_a_video.comfy_glue.demo_model import DEMO_MODEL_FILE, build_clip, build_vae, save_demo_model
-    from comfyui_tune_a_video.tav_core.seeded_init import init_seeded
+    from comfyui_tune_a_video.shapes_demo.seeded_init import init_seeded
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)

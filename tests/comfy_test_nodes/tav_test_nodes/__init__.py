@@ -2,9 +2,11 @@
 
 TAVTest_TinyModelLoader gives a tiny seeded SD1.x/SD2.x/SDXL-shaped MODEL, a tiny CLIP and VAE, and
 TAVTest_TinyControlLoader a tiny ControlNet or T2I-Adapter, all built from ComfyUI's own classes,
-standing in for checkpoints that cannot be downloaded here.
+standing in for checkpoints that cannot be downloaded here. TAVTest_FailNextSave makes the pack's next
+weights save fail as a full disk would.
 """
 
+import errno
 import sys
 from pathlib import Path
 
@@ -39,4 +41,33 @@ class TinyControlLoader:
         return (tiny_controlnet("sd1", seed) if kind == "controlnet" else tiny_t2i_adapter(seed),)
 
 
-NODE_CLASS_MAPPINGS = {"TAVTest_TinyModelLoader": TinyModelLoader, "TAVTest_TinyControlLoader": TinyControlLoader}
+class FailNextSave:
+    """Passes the MODEL on, and makes the pack's next save of tuned weights raise ENOSPC (once)."""
+
+    CATEGORY = "Tune-A-Video/testing"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "arm"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def arm(self, model):
+        folders = [m for name, m in sys.modules.items() if name.endswith("comfy_glue.model_folders")]
+        if not folders:
+            raise RuntimeError("the Tune-A-Video pack is not loaded in this server")
+        for module in folders:
+            original = module.save_atomically
+
+            def full_disk(path, tensors, metadata, module=module, original=original):
+                module.save_atomically = original
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            module.save_atomically = full_disk
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "TAVTest_TinyModelLoader": TinyModelLoader, "TAVTest_TinyControlLoader": TinyControlLoader,
+    "TAVTest_FailNextSave": FailNextSave,
+}

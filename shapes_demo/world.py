@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .opencv import import_cv2
+from ..tav_core.opencv import import_cv2
 
 FRAME_SIZE = 64
 BACKGROUNDS = {"white": (250, 250, 250), "black": (10, 10, 10), "gray": (128, 128, 128), "blue": (35, 75, 215)}

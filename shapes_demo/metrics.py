@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shapes_judge import Judgement, judge
+from .judge import Judgement, judge
 
 
 @dataclass(frozen=True)

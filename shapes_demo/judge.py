@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .opencv import import_cv2
-from .shapes_world import BACKGROUNDS, COLOURS
+from ..tav_core.opencv import import_cv2
+from .world import BACKGROUNDS, COLOURS
 
 OBJECT_DISTANCE = 60.0  # RGB distance from the background beyond which a pixel belongs to the object
 MIN_AREA = 12

@@ -1,0 +1,104 @@
+"""What One-Shot Tune learned, and its file format: host-free, so it can be read and checked anywhere.
+
+Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base, under the key
+ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), and the temporal layers whole,
+with a fingerprint of the base UNet and the inflation settings in the metadata.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from .inflation_config import InflationConfig
+from .pack_version import PACK_VERSION
+from .weights_file import WeightsFileError
+
+FILE_FORMAT = "tune-a-video/tuned-weights/1"
+TEMPORAL_PREFIX = "tav_temporal."
+WEIGHT_SUFFIX = ".weight"
+DELTA_SUFFIX = ".diff"
+REQUIRED_METADATA = ("inflation", "base_architecture", "base_weights")
+
+
+@dataclass(frozen=True)
+class UNetFingerprint:
+    architecture: str  # hash of parameter names and shapes
+    weights: str  # hash of evenly spaced samples of every untouched weight, rounded to fp16
+    description: str = field(default="", compare=False)  # the architecture in words, for error messages
+
+
+@dataclass
+class TunedWeights:
+    q_deltas: dict[str, torch.Tensor]  # ModelPatcher key ("diffusion_model....to_q.weight") -> delta
+    temporal: dict[str, torch.Tensor]  # TemporalLayers state_dict
+    inflation: InflationConfig
+    fingerprint: UNetFingerprint
+    info: dict[str, str] = field(default_factory=dict)  # frames, caption, steps, learning rate, ...
+
+
+def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors = {
+        key.removesuffix(WEIGHT_SUFFIX) + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()
+    }
+    tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in weights.temporal.items()})
+    metadata = {
+        "format": FILE_FORMAT,
+        "pack_version": PACK_VERSION,
+        "base_architecture": weights.fingerprint.architecture,
+        "base_weights": weights.fingerprint.weights,
+        "base_description": weights.fingerprint.description,
+        "inflation": json.dumps(weights.inflation.to_dict()),
+        **{f"info.{key}": value for key, value in weights.info.items()},
+    }
+    return tensors, metadata
+
+
+def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> TunedWeights:
+    """The TunedWeights a file holds; anything malformed or non-finite is a WeightsFileError saying what."""
+    if metadata.get("format") != FILE_FORMAT:
+        raise WeightsFileError(
+            f"not a Tune-A-Video tuned-weights file (its metadata says format {metadata.get('format')!r}, "
+            f"this pack writes {FILE_FORMAT!r})"
+        )
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise WeightsFileError(f"its metadata lacks {', '.join(missing)}: the file is damaged or hand-made")
+    try:
+        inflation = InflationConfig.from_dict(json.loads(metadata["inflation"]))
+    except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+        raise WeightsFileError(f"its recorded inflation settings are unreadable ({error})") from error
+
+    q_deltas, temporal, unexpected = {}, {}, []
+    for key, value in tensors.items():
+        if key.endswith(DELTA_SUFFIX):
+            q_deltas[key.removesuffix(DELTA_SUFFIX) + WEIGHT_SUFFIX] = value.float()
+        elif key.startswith(TEMPORAL_PREFIX):
+            temporal[key.removeprefix(TEMPORAL_PREFIX)] = value.float()
+        else:
+            unexpected.append(key)
+    if unexpected:
+        raise WeightsFileError(f"it holds tensors this format does not have, e.g. {unexpected[0]!r}")
+    if not q_deltas:
+        raise WeightsFileError("it holds no to_q deltas")
+    if temporal and not inflation.temporal_layers:
+        raise WeightsFileError("it holds temporal layers, but its inflation settings say temporal_layers=False")
+    check_finite({**q_deltas, **temporal})
+
+    info = {key.removeprefix("info."): value for key, value in metadata.items() if key.startswith("info.")}
+    fingerprint = UNetFingerprint(
+        metadata["base_architecture"], metadata["base_weights"], metadata.get("base_description", "")
+    )
+    return TunedWeights(q_deltas, temporal, inflation, fingerprint, info)
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite values: one of them makes every edit NaN."""
+    bad = [key for key, value in sorted(tensors.items()) if not bool(torch.isfinite(value).all())]
+    if bad:
+        count = len(bad)
+        raise WeightsFileError(
+            f"{count} tensor{'s' if count > 1 else ''} hold{'' if count > 1 else 's'} NaN or infinite values, "
+            f"e.g. {bad[0]!r}: the tuning that wrote it diverged or the file is damaged"
+        )
+

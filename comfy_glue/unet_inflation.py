@@ -137,6 +137,18 @@ def video_batch_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
 
 
+class TemporalLayerOps(comfy.ops.disable_weight_init):
+    """ComfyUI's layers (weight casting, for lowvram and for training in another dtype) whose Linear weights exist
+    from construction and take loaded values by copy, in their own dtype and device, as torch's do.
+
+    With dynamic VRAM (ComfyUI 0.33 on GPUs, comfy-aimdo) the stock Linear is built without a weight and adopts a
+    loaded tensor as it is; the temporal layers are built and initialised, or filled from other layers' values.
+    """
+
+    class Linear(comfy.ops.disable_weight_init.Linear):
+        _load_from_state_dict = nn.Linear._load_from_state_dict
+
+
 class TemporalLayers(nn.Module):
     """All temporal attention layers of one inflated UNet, keyed by TransformerBlockSite.name."""
 
@@ -197,7 +209,7 @@ def empty_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torc
         dim = site.block.norm3.normalized_shape[0]
         layers[site.name] = TemporalAttention(
             dim, site.block.n_heads, site.block.d_head, inflation.config.temporal_position_encoding,
-            operations=comfy.ops.disable_weight_init, dtype=dtype, device=device,
+            operations=TemporalLayerOps, dtype=dtype, device=device,
         )
     return TemporalLayers(layers)
 

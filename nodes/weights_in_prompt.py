@@ -29,18 +29,19 @@ def nodes_naming(prompt: dict, path: Path, file_inputs: dict[str, str]) -> list[
     return found
 
 
-def refuse_save_and_load_together(hidden: io.HiddenHolder | None, node: str, input_name: str, name: str,
-                                  saving: bool) -> None:
+def refuse_save_and_load_together(
+    hidden: io.HiddenHolder | None, node: str, input_name: str, name: str, saving: bool
+) -> None:
     """Raise if this prompt also loads (when saving) or saves (when loading) the file `name`."""
-    prompt = getattr(hidden, "prompt", None) if hidden is not None else None
+    prompt = getattr(hidden, "prompt", None)  # the whole prompt, when ComfyUI runs the node
     if not prompt or not name.strip():
         return
-    others = nodes_naming(prompt, default_folder_path(name), LOADING_NODES if saving else SAVING_NODES)
+    path = default_folder_path(name)
+    others = nodes_naming(prompt, path, LOADING_NODES if saving else SAVING_NODES)
     if others:
-        action = "loads" if saving else "saves"
         raise TAVInputError(
             node, input_name,
-            f"this prompt also {action} {default_folder_path(name).name} ({', '.join(others)}), and ComfyUI does "
-            "not order the two, so the load could read the file from before the save.",
+            f"this prompt also {'loads' if saving else 'saves'} {path.name} ({', '.join(others)}), and ComfyUI "
+            "does not order the two, so the load could read the file from before the save.",
             "Connect the tuned MODEL directly, or save in one prompt and load in a later one.",
         )

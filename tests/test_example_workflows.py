@@ -1,6 +1,9 @@
-"""Every example workflow in the real frontend (headless Chromium): loads with no missing node and no
-invalid widget value, then runs to success with the tiny test models swapped in and short settings."""
+"""Every example workflow in the real frontend (headless Chromium): laid out without overlaps, loads with no
+missing node and no invalid widget value, is screenshotted whole into test-artifacts/, converts to the same
+prompt with workflow_to_prompt as with the frontend, then runs to success with the tiny test models swapped in
+and short settings; so does the later session of tune once / edit many (its groups' modes switched)."""
 
+import copy
 import json
 import shutil
 import sys
@@ -79,6 +82,37 @@ async (settings) => {
 }
 """
 
+GRAPH_EXTENT_JS = """
+() => {  // [x0, y0, x1, y1] around every node (title bars included) and group
+  const box = [Infinity, Infinity, -Infinity, -Infinity];
+  const add = (x, y, w, h) => {
+    box[0] = Math.min(box[0], x); box[1] = Math.min(box[1], y);
+    box[2] = Math.max(box[2], x + w); box[3] = Math.max(box[3], y + h);
+  };
+  for (const node of window.app.graph._nodes) add(node.pos[0], node.pos[1] - 30, node.size[0], node.size[1] + 30);
+  for (const group of window.app.graph._groups) add(...group._bounding);
+  return box;
+}
+"""
+SCALE = 0.62  # the frontend draws widgets' text from a zoom of 0.6 up
+MARGINS = {"left": 90, "top": 110, "right": 60, "bottom": 120}  # side bar, tabs and menus, zoom buttons
+SESSIONS = ("First session", "Later session")
+SWITCH_SESSIONS_JS = """
+([first, later]) => {  // mute the nodes in the first-session group, unmute those in the later one
+  const group = (title) => window.app.graph._groups.find((g) => g.title.startsWith(title));
+  const inside = (g, node) => {
+    const [x, y, w, h] = g._bounding, cx = node.pos[0] + node.size[0] / 2, cy = node.pos[1] + node.size[1] / 2;
+    return cx > x && cx < x + w && cy > y && cy < y + h;
+  };
+  const switched = {muted: [], unmuted: []};
+  for (const node of window.app.graph._nodes) {
+    if (inside(group(first), node)) { node.mode = 2; switched.muted.push(node.type); }
+    if (inside(group(later), node)) { node.mode = 0; switched.unmuted.push(node.type); }
+  }
+  return switched;
+}
+"""
+
 
 def write_source_video(path: Path, frames: int = 12, size: int = 64) -> None:
     """A small real MP4: a bright square crossing a dark background."""
@@ -141,6 +175,31 @@ def test_template_browser_lists_the_workflows(server):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_layout_is_tidy(path):
+    """No node (title bar included) overlaps another, groups do not overlap, and every working node is in one."""
+    workflow = json.loads(path.read_text())
+
+    def rect(node):
+        title = 0 if node["type"] == "Reroute" else 30
+        return node["pos"][0], node["pos"][1] - title, node["size"][0], node["size"][1] + title
+
+    def overlap(a, b):
+        return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+    nodes, groups = workflow["nodes"], workflow["groups"]
+    clashes = [(a["id"], b["id"]) for i, a in enumerate(nodes) for b in nodes[i + 1:] if overlap(rect(a), rect(b))]
+    assert clashes == [], clashes
+    assert not [(a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1:]
+                if overlap(a["bounding"], b["bounding"])]
+    for node in nodes:
+        if node["type"] not in ("Note", "Reroute"):
+            x, y, w, h = rect(node)
+            inside = [g["title"] for g in groups if g["bounding"][0] <= x and x + w <= sum(g["bounding"][::2])
+                      and g["bounding"][1] <= y and y + h <= sum(g["bounding"][1::2])]
+            assert len(inside) == 1, (node["id"], node["type"], inside)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_loads_and_runs(server, path):
     workflow = json.loads(path.read_text())
     notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
@@ -152,26 +211,81 @@ def test_workflow_loads_and_runs(server, path):
         page.wait_for_timeout(500)
         body = page.inner_text("body")
         assert "Invalid workflow" not in body, body[body.find("Invalid workflow"):][:2000]
-        page.keyboard.press("Escape")  # the first-start template dialog
-        page.set_viewport_size({"width": 2600, "height": 1500})
-        page.evaluate("() => { window.app.canvas.ds.scale = 0.62; window.app.canvas.ds.offset = [220, 560]; "
-                      "window.app.canvas.setDirty(true, true); }")
-        page.wait_for_timeout(500)
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
+        close_template_dialog(page)
+        screenshot_whole_graph(page, ARTIFACTS / f"{path.stem}.png")
         as_saved = page.evaluate(QUEUE_PROMPT_JS, {})
         prompt = page.evaluate(QUEUE_PROMPT_JS, SHORT_SETTINGS)
     object_info = server.get("/object_info")
-    for node in as_saved.values():  # frontend-only extras: titles and preview widgets no node reads
+    assert workflow_to_prompt(workflow, object_info) == api_inputs_only(as_saved, object_info), (
+        "UI -> API conversion differs from the frontend's")
+    muted = {str(n["id"]) for n in workflow["nodes"] if n.get("mode") == 2}
+    assert not muted & set(as_saved), "muted nodes were queued"
+    entry = server.run_prompt(swap_loaders(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = list((server.output_dir / "tuneavideo").glob("*.mp4"))
+    assert saved, "no edited video was written"
+
+
+def test_tune_once_later_session_runs(server):
+    """The next session of tune once / edit many: first session muted, later one unmuted, as its note says."""
+    workflow = json.loads((REPO / "example_workflows" / "tuneavideo_tune_once_edit_many.json").read_text())
+    with comfy_page(server.url) as page:
+        page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+        switched = page.evaluate(SWITCH_SESSIONS_JS, list(SESSIONS))
+        prompt = page.evaluate(QUEUE_PROMPT_JS, SHORT_SETTINGS)
+        switched_workflow = json.loads(page.evaluate("() => JSON.stringify(window.app.graph.serialize())"))
+    assert {"TAV_OneShotTune", "TAV_SaveTunedWeights"} <= set(switched["muted"]), switched
+    assert "TAV_LoadTunedWeights" in switched["unmuted"], switched
+    queued = {node["class_type"] for node in prompt.values()}
+    assert "TAV_LoadTunedWeights" in queued and not queued & {"TAV_OneShotTune", "TAV_SaveTunedWeights"}, queued
+    object_info = server.get("/object_info")
+    assert workflow_to_prompt(switched_workflow, object_info) == api_inputs_only(prompt, object_info)
+    entry = server.run_prompt(swap_loaders(prompt), timeout=600)  # loads the fixture's my_clip.safetensors
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert list((server.output_dir / "tuneavideo").glob("edit_later*.mp4")), "the later edit was not written"
+
+
+def close_template_dialog(page) -> None:
+    """The template browser a first start opens (sooner or later) over the graph; Escape does not close it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    close = page.locator('[role="dialog"] button:has(i.pi-times)').first
+    try:
+        close.wait_for(timeout=5000)
+    except PlaywrightTimeout:
+        return  # it did not open
+    close.click()
+    page.locator('[role="dialog"]').first.wait_for(state="hidden", timeout=5000)
+
+
+def screenshot_whole_graph(page, path: Path) -> None:
+    """What a user sees of the whole workflow, at a zoom where widget text is drawn (the minimap, which would
+    cover its bottom right, hidden)."""
+    page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false); }")
+    x0, y0, x1, y1 = page.evaluate(GRAPH_EXTENT_JS)
+    page.set_viewport_size({"width": int((x1 - x0) * SCALE) + MARGINS["left"] + MARGINS["right"],
+                            "height": int((y1 - y0) * SCALE) + MARGINS["top"] + MARGINS["bottom"]})
+    offset = [MARGINS["left"] / SCALE - x0, MARGINS["top"] / SCALE - y0]
+    page.evaluate("([scale, offset]) => { window.app.canvas.ds.scale = scale; window.app.canvas.ds.offset = offset; "
+                  "window.app.canvas.setDirty(true, true); }", [SCALE, offset])
+    page.wait_for_timeout(500)
+    path.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(path))
+
+
+def api_inputs_only(prompt: dict, object_info: dict) -> dict:
+    """The frontend's prompt without its frontend-only extras: titles and preview widgets no node reads."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
         node.pop("_meta", None)
         schema = object_info[node["class_type"]]["input"]
         known = {**schema.get("required", {}), **schema.get("optional", {})}
         node["inputs"] = {name: value for name, value in node["inputs"].items() if name in known}
-    assert workflow_to_prompt(workflow, object_info) == as_saved, "UI -> API conversion differs from the frontend's"
+    return prompt
+
+
+def swap_loaders(prompt: dict) -> dict:
     for node in prompt.values():
         if node["class_type"] in SWAPS:
             node["class_type"], node["inputs"] = SWAPS[node["class_type"]]
-    entry = server.run_prompt(prompt, timeout=600)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    saved = list((server.output_dir / "tuneavideo").glob("*.mp4"))
-    assert saved, "no edited video was written"
+    return prompt

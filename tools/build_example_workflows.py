@@ -3,7 +3,8 @@
     .venv/bin/python tools/build_example_workflows.py
 
 The frontend itself serialises the graph, so the files are exactly what a user's Save produces
-(widget order, seed controls, link records). Specs live in tools/example_workflow_specs.py.
+(widget order, seed controls, link records, Reroute nodes, modes, groups fitted around their nodes).
+Specs live in tools/example_workflow_specs.py.
 """
 
 import json
@@ -27,12 +28,14 @@ BUILD_GRAPH_JS = """
     node.pos = n.pos;
     graph.add(node);
     if (n.title) node.title = n.title;
+    if (n.type === "Reroute") node.properties.showOutputText = true;  // the reroute shows the type it carries
     for (const [name, value] of Object.entries(n.widgets)) {
       const widget = (node.widgets || []).find((w) => w.name === name);
       if (!widget) throw new Error(`${n.type} has no widget ${name}`);
       widget.value = value;
     }
-    node.setSize(n.size || node.computeSize());
+    const computed = node.computeSize();
+    node.setSize(n.size || [Math.max(n.width || 0, computed[0]), computed[1]]);
     made[n.key] = node;
   }
   const slot = (slots, want, what) => {  // by index, by name, else the first of that type
@@ -48,11 +51,31 @@ BUILD_GRAPH_JS = """
                                 slot(target.inputs, input, `input of ${to}`));
     if (!link) throw new Error(`could not link ${from}.${output} -> ${to}.${input}`);
   }
+  for (const n of spec.nodes) {
+    if (n.type === "Reroute") made[n.key].setSize(made[n.key].computeSize());  // as wide as its label
+    if (n.mode) made[n.key].mode = n.mode;
+  }
   for (const g of spec.groups) {
     const group = new LiteGraph.LGraphGroup(g.title);
+    if (g.color) group.color = LGraphCanvas.node_colors[g.color].groupcolor;
     graph.add(group);
-    group.pos = [g.bounding[0], g.bounding[1]];
-    group.size = [g.bounding[2], g.bounding[3]];
+    if (g.nodes) {  // fitted around its nodes, title bars included
+      const members = g.nodes.map((key) => made[key]);
+      if (members.some((node) => !node)) throw new Error(`group ${g.title}: unknown node in ${g.nodes}`);
+      const pad = g.padding ?? 20, box = [Infinity, Infinity, -Infinity, -Infinity];
+      for (const node of members) {  // node.boundingRect is only refreshed when drawn
+        const title = node.constructor.title_mode === LiteGraph.NO_TITLE ? 0 : LiteGraph.NODE_TITLE_HEIGHT;
+        box[0] = Math.min(box[0], node.pos[0]);
+        box[1] = Math.min(box[1], node.pos[1] - title);
+        box[2] = Math.max(box[2], node.pos[0] + node.size[0]);
+        box[3] = Math.max(box[3], node.pos[1] + node.size[1]);
+      }
+      group.pos = [box[0] - pad, box[1] - pad - group.titleHeight];
+      group.size = [box[2] - box[0] + 2 * pad, box[3] - box[1] + 2 * pad + group.titleHeight];
+    } else {
+      group.pos = [g.bounding[0], g.bounding[1]];
+      group.size = [g.bounding[2], g.bounding[3]];
+    }
   }
   return JSON.stringify(graph.serialize());  // as Save writes it: undefined fields dropped
 }

@@ -13,7 +13,8 @@ from pathlib import Path
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # newer ComfyUI: a combo whose options bring inputs of their own
-VIRTUAL_NODES = {"Note", "MarkdownNote"}
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute"}  # frontend-only: never in the prompt
+MUTED = 2  # LiteGraph mode "never": the frontend leaves the node out
 MISSING = object()
 
 
@@ -133,27 +134,49 @@ def history_error(history: dict) -> str | None:
 def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     """Turn a UI-format workflow (what the frontend saves) into the API prompt the frontend would queue.
 
-    Widget values are matched to the inputs /object_info lists, in order; linked inputs take the link.
-    Only plain graphs are handled (no subgraphs, reroutes or bypassed nodes): anything else is refused."""
+    Widget values are matched to the inputs /object_info lists, in order; linked inputs take the link, followed
+    through Reroute nodes to the output they carry. As in the frontend, notes and reroutes are left out, and so
+    are muted nodes (mode 2, "never") and the inputs linked to them. Subgraphs and bypassed nodes (mode 4) are
+    not handled: they are refused."""
+    nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
+    prompt, linked = {}, []
     for node in workflow["nodes"]:
-        if node["type"] in VIRTUAL_NODES:
+        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) == MUTED:
             continue
         if node["type"] not in object_info:
             raise ValueError(f"node {node['id']}: unknown type {node['type']!r} (is its pack installed?)")
         if node.get("mode", 0) != 0:
-            raise ValueError(f"node {node['id']} ({node['type']}) is muted or bypassed; enable it or remove it")
+            raise ValueError(f"node {node['id']} ({node['type']}) is bypassed; enable, mute or remove it")
         info = object_info[node["type"]]
         values = iter(node.get("widgets_values") or [])
         inputs = {}
         _map_widgets(_schema_inputs(info["input"], info.get("input_order")), values, inputs)
         for slot in node.get("inputs", []):
-            if slot.get("link") is not None:
-                origin = links[slot["link"]]
+            origin = _origin(slot.get("link"), nodes, links)
+            if origin is not None:
                 inputs[slot["name"]] = [str(origin[1]), origin[2]]
+                linked.append((inputs, slot["name"]))
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    for inputs, name in linked:  # the frontend drops inputs linked to nodes left out (muted ones)
+        if inputs[name][0] not in prompt:
+            del inputs[name]
     return prompt
+
+
+def _origin(link_id: int | None, nodes: dict, links: dict) -> list | None:
+    """The link record of the output behind `link_id`, through Reroute nodes; None if nothing is connected."""
+    seen = set()
+    while link_id is not None:
+        if link_id in seen:
+            raise ValueError(f"reroutes in a loop at link {link_id}")
+        seen.add(link_id)
+        link = links[link_id]
+        source = nodes[link[1]]
+        if source["type"] != "Reroute":
+            return link
+        link_id = (source.get("inputs") or [{}])[0].get("link")
+    return None
 
 
 def _map_widgets(schema_inputs, values, inputs: dict) -> None:

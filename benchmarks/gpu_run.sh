@@ -23,7 +23,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 COMFYUI_PATH="$ROOT/.gpu/ComfyUI"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$ROOT"/.gpu/wheels/*.whl \
   || exit 1
-export PYTHONPATH=/tmp/site
+export PYTHONPATH="/tmp/site:$ROOT/dev"   # the wheels, and the development helpers (tav_dev)
 REFERENCE=()
 if [ -d "$ROOT/.gpu/Tune-A-Video" ] && [[ " $* " =~ " "(tune24|smoke)" " ]]; then
   mkdir -p "$ROOT/.reference"

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# diffusers 0.11.1 UNet2DConditionModel configs equal to tests/tiny_models.py's FULL_UNET_KINDS of that name.
+# diffusers 0.11.1 UNet2DConditionModel configs equal to dev/tav_dev/tiny_models.py's FULL_UNET_KINDS of that name.
 UNETS = {
     "sd15": {"block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
              "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
-from train_demo_model import GATE_CFG  # noqa: E402  (the demo model's guidance)
+from tav_dev.demo_gate import GATE_CFG  # noqa: E402  (the demo model's guidance)
 
 
 @dataclass(frozen=True)
@@ -142,14 +141,14 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Runs the benchmark, prints and writes the report; returns the headline numbers per variant."""
-    from comfy_host import comfyui_path, setup_host
+    from tav_dev.comfy_host import comfyui_path, setup_host
 
     setup_host()
     from comfyui_tune_a_video.shapes_demo.metrics import score_edit
     from comfyui_tune_a_video.shapes_demo.world import PATHS, random_clip
-    from contact_sheet import read_frames, write_contact_sheet
-    from headless_comfy import ComfyServer, history_error
-    from shapes_clips import write_lossless_mp4
+    from tav_dev.contact_sheet import read_frames, write_contact_sheet
+    from tav_dev.headless_comfy import ComfyServer, history_error
+    from tav_dev.shapes_clips import write_lossless_mp4
 
     settings = Settings(args.frames, args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg,
                         args.inversion_strength)

@@ -53,7 +53,6 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 GPU_BF16_TFLOPS = 800  # dense bf16 matrix products on the lent H100 (KINDS.md: 769-798 measured)
 SCOPES = ("blocks", "transformers", "off")
 MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention")
@@ -74,7 +73,7 @@ def parse_setting(name: str) -> tuple[str, set[str]]:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    from comfy_host import setup_host
+    from tav_dev.comfy_host import setup_host
 
     setup_host(cpu=not args.gpu, nodes=False)
     import comfy.ldm.modules.attention as comfy_attention
@@ -85,7 +84,7 @@ def worker(args: argparse.Namespace) -> dict:
     from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
     from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
     from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
-    from tiny_models import CONTEXT_DIM, full_unet, tiny_unet
+    from tav_dev.tiny_models import CONTEXT_DIM, full_unet, tiny_unet
     from torch._dynamo.utils import counters as compile_counters
 
     scope, modifiers = parse_setting(args.setting)

@@ -5,6 +5,7 @@
 #   .comfyui/ComfyUI  a real ComfyUI 0.3.75 host (unless COMFYUI_PATH names the user's own)
 #   /usr/bin/chromium Debian's Chromium, for the example-workflow tests in the real frontend
 #   <host>/custom_nodes/comfyui-tune-a-video -> this checkout
+#   <venv site-packages>/tav_dev.pth          puts dev/ (the development helpers, tav_dev) on the venv's path
 # Idempotent: every step is skipped when its result is already there, so a second run takes seconds.
 set -euo pipefail
 
@@ -85,7 +86,11 @@ if [ ! -x /usr/bin/chromium ] && [ "${TAV_SKIP_BROWSER:-0}" != "1" ]; then
   fi
 fi
 
-# 6. The pack, linked into the host's custom_nodes/.
+# 6. The development helpers (dev/tav_dev) importable in this environment: tests, tools and benchmarks share them.
+site_packages="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$ROOT/dev" > "$site_packages/tav_dev.pth"
+
+# 7. The pack, linked into the host's custom_nodes/.
 link="$COMFY/custom_nodes/$PACK_LINK_NAME"
 if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then
   log "linking $link -> $ROOT"

@@ -3,7 +3,7 @@ run under torch.inference_mode as ComfyUI runs nodes."""
 
 import pytest
 import torch
-from comfy_host import COMFYUI, setup_host
+from tav_dev.comfy_host import COMFYUI, setup_host
 
 pack = setup_host(cpu=True)
 __all__ = ["COMFYUI", "pack"]

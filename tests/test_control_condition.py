@@ -16,8 +16,8 @@ from comfyui_tune_a_video.nodes.tav_sample import TAVSample
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.hint_preprocessors import HintSettings, Preprocessor, compute_hints
 from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig
-from tiny_models import text_cond, tiny_controlnet, tiny_t2i_adapter, tiny_unet
-from unet_harness import denoise_via_sampler, randomize_temporal
+from tav_dev.tiny_models import text_cond, tiny_controlnet, tiny_t2i_adapter, tiny_unet
+from tav_dev.unet_harness import denoise_via_sampler, randomize_temporal
 
 FRAMES, PIXELS = 4, 64
 CONTROLS = {"controlnet": tiny_controlnet, "t2i_adapter": tiny_t2i_adapter}

@@ -13,8 +13,8 @@ from comfyui_tune_a_video.nodes.inversion_sampler import DDIMInversionSampler
 from comfyui_tune_a_video.nodes.tav_sample import TAVSample
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
-from tiny_models import text_cond, tiny_unet
-from unet_harness import apply_unet, blend_with_gaussian_denoiser, randomize_temporal
+from tav_dev.tiny_models import text_cond, tiny_unet
+from tav_dev.unet_harness import apply_unet, blend_with_gaussian_denoiser, randomize_temporal
 
 import nodes as comfy_nodes
 

@@ -2,8 +2,6 @@
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +16,9 @@ from comfyui_tune_a_video.shapes_demo.world import (
     random_scene,
     render,
 )
+from tav_dev.demo_gate import GATE_CFG, GATE_STEPS
 
 import nodes as comfy_nodes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from train_demo_model import GATE_CFG, GATE_STEPS  # noqa: E402  (the guidance the model was gated at)
 
 GATE_PROMPTS = 200
 

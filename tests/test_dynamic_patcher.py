@@ -29,8 +29,8 @@ from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune  # noqa: E402
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of  # noqa: E402
 from comfyui_tune_a_video.tav_core.inflation_config import GroupNormMode, InflationConfig  # noqa: E402
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings  # noqa: E402
-from tiny_models import text_cond, tiny_unet  # noqa: E402
-from unet_harness import denoise_via_sampler  # noqa: E402
+from tav_dev.tiny_models import text_cond, tiny_unet  # noqa: E402
+from tav_dev.unet_harness import denoise_via_sampler  # noqa: E402
 
 Dynamic = getattr(comfy.model_patcher, "ModelPatcherDynamic", None)
 if Dynamic is None:

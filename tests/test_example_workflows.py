@@ -6,15 +6,12 @@ and short settings; so does the later session of tune once / edit many (its grou
 import copy
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from browser import CHROMIUM, comfy_page
-from comfy_server import make_server, workflow_to_prompt
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
@@ -22,11 +19,9 @@ from comfyui_tune_a_video.tav_core.tuned_weights_file import to_file_contents
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 from safetensors.torch import save_file
-from tiny_models import text_cond, tiny_unet
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-from example_workflow_specs import (  # noqa: E402
+from tav_dev.browser import CHROMIUM, comfy_page
+from tav_dev.comfy_server import make_server, workflow_to_prompt
+from tav_dev.example_workflow_specs import (
     CHECKPOINT,
     CONTROLNET,
     DEMO_CLIP,
@@ -34,7 +29,10 @@ from example_workflow_specs import (  # noqa: E402
     STYLE_LORA,
     TUNED_WEIGHTS,
 )
-from shapes_clips import CLIPS_FOLDER  # noqa: E402
+from tav_dev.shapes_clips import CLIPS_FOLDER
+from tav_dev.tiny_models import text_cond, tiny_unet
+
+REPO = Path(__file__).resolve().parents[1]
 
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 ARTIFACTS = REPO / "test-artifacts"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from comfy_server import workflow_to_prompt
+from tav_dev.comfy_server import workflow_to_prompt
 
 DEMO = Path(__file__).resolve().parents[1] / "example_workflows" / "tuneavideo_demo_shapes.json"
 OBJECT_INFO = {  # the parts of /object_info the demo's loader and first text encoder need

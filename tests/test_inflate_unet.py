@@ -11,8 +11,8 @@ from comfyui_tune_a_video.tav_core.inflation_config import (
     InflationConfig,
     PositionEncoding,
 )
-from tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from unet_harness import apply_unet, denoise_via_sampler, load_for_inference, randomize_temporal
+from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
+from tav_dev.unet_harness import apply_unet, denoise_via_sampler, load_for_inference, randomize_temporal
 
 import nodes as comfy_nodes
 

@@ -19,8 +19,8 @@ from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTu
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, CheckpointScope, TuneSettings
-from tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from unet_harness import apply_unet, randomize_temporal
+from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
+from tav_dev.unet_harness import apply_unet, randomize_temporal
 
 FRAMES, SIZE = 4, 8
 

@@ -1,7 +1,7 @@
 """The pack inside a real ComfyUI server on 127.0.0.1: import, /object_info, and a queued graph."""
 
 import pytest
-from comfy_server import make_server
+from tav_dev.comfy_server import make_server
 
 PACK_NODES = [
     "TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights", "TAV_DDIMInvertVideo",

@@ -5,11 +5,11 @@ import time
 
 import pytest
 import torch
-from comfy_server import make_server
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import tiny_unet
-from unet_harness import seeded_tuned_weights, write_tuned_weights
+from tav_dev.comfy_server import make_server
+from tav_dev.tiny_models import tiny_unet
+from tav_dev.unet_harness import seeded_tuned_weights, write_tuned_weights
 
 MODEL_SEED = 3  # the test loader's tiny sd1 model in the server, rebuilt here to write weights for it
 

@@ -1,18 +1,20 @@
 """The README's demo command and one short case of the shapes-world edit benchmark, end to end on a real
 headless ComfyUI with the embedded demo model (the full benchmark stays a benchmark)."""
 
+import importlib.util
 import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
-from comfy_host import REPO
 from comfyui_tune_a_video.shapes_demo.world import random_clip
+from tav_dev.comfy_host import REPO
+from tav_dev.shapes_clips import CLIPS_FOLDER, COMMITTED, committed_captions, read_mp4
 
-sys.path[:0] = [str(REPO / "tools"), str(REPO / "benchmarks")]
-import shapes_edit  # noqa: E402
-from shapes_clips import CLIPS_FOLDER, COMMITTED, committed_captions, read_mp4  # noqa: E402
+_spec = importlib.util.spec_from_file_location("shapes_edit", REPO / "benchmarks" / "shapes_edit.py")
+shapes_edit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(shapes_edit)
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))

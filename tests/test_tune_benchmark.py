@@ -15,7 +15,7 @@ import torch
 from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
-from tiny_models import tiny_unet
+from tav_dev.tiny_models import tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
 

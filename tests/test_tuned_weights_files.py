@@ -13,8 +13,8 @@ from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTu
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.tuned_weights_file import to_file_contents
 from safetensors.torch import save_file
-from tiny_models import tiny_unet
-from unet_harness import seeded_tuned_weights, write_tuned_weights
+from tav_dev.tiny_models import tiny_unet
+from tav_dev.unet_harness import seeded_tuned_weights, write_tuned_weights
 
 NAME = "bad.safetensors"
 LOAD_ERROR = rf"TAV Load Tuned Weights: input 'weights_name': {NAME} \(.*\): "

@@ -4,18 +4,15 @@
 
 The frontend itself serialises the graph, so the files are exactly what a user's Save produces
 (widget order, seed controls, link records, Reroute nodes, modes, groups fitted around their nodes).
-Specs live in tools/example_workflow_specs.py.
+Specs live in dev/tav_dev/example_workflow_specs.py.
 """
 
 import json
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tools"))
 
 BUILD_GRAPH_JS = """
 (spec) => {
@@ -83,10 +80,10 @@ BUILD_GRAPH_JS = """
 
 
 def main() -> None:
-    from browser import comfy_page
-    from comfy_host import setup_host
-    from comfy_server import make_server
-    from example_workflow_specs import WORKFLOWS
+    from tav_dev.browser import comfy_page
+    from tav_dev.comfy_host import setup_host
+    from tav_dev.comfy_server import make_server
+    from tav_dev.example_workflow_specs import WORKFLOWS
 
     setup_host(cpu=True)
     out_dir = REPO / "example_workflows"

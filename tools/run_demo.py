@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 WORKFLOW = REPO / "example_workflows" / "tuneavideo_demo_shapes.json"
 OUTPUT = REPO / "demo_output"
 
@@ -30,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"where everything goes (default {OUTPUT})")
     output = parser.parse_args(argv).output.resolve()
-    from comfy_host import comfyui_path, setup_host
+    from tav_dev.comfy_host import comfyui_path, setup_host
 
     setup_host()
     from comfyui_tune_a_video.shapes_demo.metrics import score_edit
     from comfyui_tune_a_video.shapes_demo.world import parse_caption
-    from contact_sheet import read_frames, write_contact_sheet
-    from headless_comfy import ComfyServer, history_error, workflow_to_prompt
-    from shapes_clips import CLIPS_FOLDER, read_mp4
+    from tav_dev.contact_sheet import read_frames, write_contact_sheet
+    from tav_dev.headless_comfy import ComfyServer, history_error, workflow_to_prompt
+    from tav_dev.shapes_clips import CLIPS_FOLDER, read_mp4
 
     started = time.monotonic()
     workflow = json.loads(WORKFLOW.read_text())

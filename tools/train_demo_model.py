@@ -23,14 +23,13 @@ import contextlib
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tav_dev.demo_gate import GATE_CFG, GATE_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 SD_LATENT_SCALE = 0.18215
 OBJECT_WEIGHT = 10.0
@@ -38,9 +37,6 @@ KL_WEIGHT = 1e-6
 STRUCTURE_WEIGHT = 0.3
 STRUCTURE_SCALE = 2.0  # channel 0's swing, in units of the other channels' spread: structure is settled first
 CAPTION_DROPOUT = 0.1
-# The toy model's guidance: it keeps shapes best at low guidance (cfg 3: 80 %, 5: 77.5 %), so its quality gate,
-# benchmarks/shapes_edit.py and the demo workflow all sample at GATE_CFG.
-GATE_CFG, GATE_STEPS = 2.0, 25
 
 
 def log(message: str) -> None:
@@ -244,7 +240,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from comfy_host import setup_host
+    from tav_dev.comfy_host import setup_host
 
     setup_host(cpu=True)
     import torch

@@ -8,11 +8,8 @@ weights save fail as a full disk would.
 
 import errno
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tiny_models
-
-from tiny_models import UNET_KINDS, tiny_clip, tiny_controlnet, tiny_t2i_adapter, tiny_unet, tiny_vae  # noqa: E402
+from tav_dev.tiny_models import UNET_KINDS, tiny_clip, tiny_controlnet, tiny_t2i_adapter, tiny_unet, tiny_vae
 
 
 class TinyModelLoader:

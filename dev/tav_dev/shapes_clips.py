@@ -1,18 +1,17 @@
 """Shapes-world source clips as lossless MP4 files, and the few committed for the demo and the tests.
 
-    .venv/bin/python tools/shapes_clips.py     # rewrites demo_model/clips/ from the seeds below
+    .venv/bin/python -m tav_dev.shapes_clips     # rewrites demo_model/clips/ from the seeds below
 
 The files are H.264 in RGB at qp 0 (bit-exact after decoding, so the clip ComfyUI's Load Video reads is
 exactly the generated one); some browsers do not preview that profile, any video player does."""
 
 import json
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIPS_FOLDER = REPO / "demo_model" / "clips"
 FPS = 8
 # name -> (seed, path); frames are 8, the demo's length
@@ -48,8 +47,7 @@ def committed_captions() -> dict[str, dict]:
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from comfy_host import setup_host
+    from tav_dev.comfy_host import setup_host
 
     setup_host()
     from comfyui_tune_a_video.shapes_demo.world import random_clip

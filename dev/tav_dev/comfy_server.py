@@ -1,15 +1,12 @@
-"""The real ComfyUI server of tools/headless_comfy.py, set up for tests: the test-only nodes installed and a
-tuned-weights folder of its own."""
+"""The real ComfyUI server of headless_comfy, set up for tests: the test-only nodes installed and a tuned-weights
+folder of its own."""
 
-import sys
 from pathlib import Path
 
-from comfy_host import COMFYUI, REPO
+from tav_dev.comfy_host import COMFYUI, REPO
+from tav_dev.headless_comfy import ComfyServer, workflow_to_prompt
 
-sys.path.insert(0, str(REPO / "tools"))
-from headless_comfy import ComfyServer, workflow_to_prompt  # noqa: E402
-
-TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
+TEST_NODES = REPO / "tests" / "comfy_test_nodes"
 __all__ = ["make_server", "workflow_to_prompt"]
 
 

@@ -7,7 +7,7 @@ runs over a node. Positions are the top-left corners of node bodies (the title b
 
 from dataclasses import dataclass, field
 
-from train_demo_model import GATE_CFG
+from tav_dev.demo_gate import GATE_CFG
 
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 SOURCE_VIDEO = "source_clip.mp4"

@@ -11,7 +11,8 @@ from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflat
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuned_weights_file import TunedWeights, to_file_contents
 from comfyui_tune_a_video.tav_core.weights_file import save_atomically
-from tiny_models import fill_seeded
+
+from tav_dev.tiny_models import fill_seeded
 
 
 def load_for_inference(patcher) -> None:

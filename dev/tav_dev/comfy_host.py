@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACK_MODULE = "comfyui_tune_a_video"
 
 
@@ -33,9 +33,6 @@ def setup_host(cpu: bool = True, nodes: bool = True):
 
     comfy.cli_args.args.cpu = cpu  # must precede comfy.model_management
     comfy.cli_args.args.disable_api_nodes = True
-    tests = str(Path(__file__).resolve().parent)
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
     spec = importlib.util.spec_from_file_location(

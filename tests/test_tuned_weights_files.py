@@ -176,3 +176,9 @@ def test_loaded_model_holds_the_files_temporal_layers(weights_folder):
     assert set(state) == set(weights.temporal)
     for key, value in weights.temporal.items():
         assert torch.equal(state[key], value), key
+
+
+def test_the_default_save_name_lands_directly_in_the_folder(weights_folder):
+    default = next(spec.default for spec in SaveTunedWeights.define_schema().inputs if spec.id == "save_name")
+    SaveTunedWeights.execute(seeded_tuned_weights(tiny_unet("sd1", seed=0), seed=1), default, "fp16")
+    assert [p.relative_to(weights_folder).as_posix() for p in weights_folder.rglob("*")] == ["clip.safetensors"]

@@ -30,6 +30,7 @@ class VideoHintControl:
     """Mixin for a ControlBase subclass: hint k conditions latent frame k in every chunk and context window."""
 
     tav_frame_hints: torch.Tensor  # (F or 1, C, H, W), the hints of the whole video
+    tav_node: str  # the node that attached the hints, for errors raised while sampling
     tav_layout: tuple | None = None
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
@@ -45,7 +46,7 @@ class VideoHintControl:
             in_window = len(window_frames) == frames
             indices = window_frames if in_window else tuple(range(frames))
             if (not in_window and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:
-                raise ValueError(f"ControlNet/T2I-Adapter Condition: {hint_count_problem(hints.shape[0], frames)}")
+                raise ValueError(f"{self.tav_node}: {hint_count_problem(hints.shape[0], frames)}")
         layout = (chunks, indices)
         if layout == self.tav_layout:
             return
@@ -56,13 +57,13 @@ class VideoHintControl:
         self.tav_layout = layout
 
     def copy(self):
-        return make_video_control(super().copy(), self.tav_frame_hints)
+        return make_video_control(super().copy(), self.tav_frame_hints, self.tav_node)
 
 
 _video_classes: dict[type, type] = {}
 
 
-def make_video_control(control: ControlBase, hints: torch.Tensor) -> ControlBase:
+def make_video_control(control: ControlBase, hints: torch.Tensor, node: str) -> ControlBase:
     """Turn a fresh control (a copy made for this conditioning) into its video-aware subclass."""
     base = type(control)
     if not issubclass(base, VideoHintControl):
@@ -70,6 +71,7 @@ def make_video_control(control: ControlBase, hints: torch.Tensor) -> ControlBase
             _video_classes[base] = type(f"Video{base.__name__}", (VideoHintControl, base), {})
         control.__class__ = _video_classes[base]
     control.tav_frame_hints = hints
+    control.tav_node = node
     control.tav_layout = None
     return control
 
@@ -104,7 +106,7 @@ def stock_node_class(name: str) -> type:
 
 def apply_video_control(
     positive: list, negative: list, control_net: ControlBase, hints: torch.Tensor, strength: float,
-    start_percent: float, end_percent: float, vae=None,
+    start_percent: float, end_percent: float, node: str, vae=None,
 ) -> tuple[list, list]:
     """The stock ControlNetApplyAdvanced (chaining included), with its new controls made video-aware."""
     before = {id(control) for control in controls_in(positive + negative)}
@@ -116,5 +118,5 @@ def apply_video_control(
         for _, options in conditioning:
             control = options.get("control")
             if control is not None and id(control) not in before:
-                make_video_control(control, hint_batch)
+                make_video_control(control, hint_batch, node)
     return positive, negative

@@ -122,6 +122,6 @@ class ControlCondition(io.ComfyNode):
         hints = compute_hints(frames[..., :3].float().cpu().numpy(), Preprocessor(preprocessor), settings)
         hints = torch.from_numpy(hints)
         positive, negative = apply_video_control(
-            positive, negative, control_net, hints, strength, start_percent, end_percent, vae=vae
+            positive, negative, control_net, hints, strength, start_percent, end_percent, NODE, vae=vae
         )
         return io.NodeOutput(positive, negative, hints)

@@ -108,7 +108,7 @@ def test_hints_follow_frames_inside_context_windows(kind, monkeypatch):
 
 
 def test_selection_per_chunk_and_window():
-    control = make_video_control(tiny_controlnet(), torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 8, 8))
+    control = make_video_control(tiny_controlnet(), torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 8, 8), "test")
     window = SimpleNamespace(index_list=[2, 3])
     control.tav_select_hints(batch=4, chunks=2, transformer_options={"context_window": window})
     assert control.cond_hint_original[:, 0, 0, 0].tolist() == [2.0, 3.0, 2.0, 3.0]

@@ -37,7 +37,7 @@ from ..tav_core.tuning import (
 from ..tav_core.video_batch import peek_videos, videos_in_batch
 from .input_checks import require_inflated, require_video_latent
 from .progress import NodeProgress, check_cancel
-from .tuned_weights import apply_tuned_weights, tuned_q_keys, unet_fingerprint
+from .tuned_weights import apply_tuned_weights, tuned_q_shapes, unet_fingerprint
 from .unet_inflation import Inflation, attach_temporal_layers, empty_temporal_layers, temporal_layers_of
 
 GPU_REPORT_EVERY = 10  # loss read-backs (host syncs) on a GPU; every step on the CPU
@@ -227,8 +227,8 @@ def tune(
         trainer = model.clone()
         trainer.set_model_compute_dtype(precision.compute_dtype)
         deltas = {
-            key: nn.Parameter(torch.zeros(comfy_weight_shape(model, key), device=device, dtype=torch.float32))
-            for key in tuned_q_keys(inflation)
+            key: nn.Parameter(torch.zeros(shape, device=device, dtype=torch.float32))
+            for key, shape in tuned_q_shapes(model).items()
         }
         for key, delta in deltas.items():
             trainer.add_weight_wrapper(key, DeltaWeight(delta))
@@ -325,7 +325,3 @@ def unload_now(patchers: list) -> None:
         if any(loaded_models[index].model is patcher for patcher in patchers):
             loaded_models.pop(index).model_unload()
     comfy.model_management.soft_empty_cache()
-
-
-def comfy_weight_shape(model, key: str) -> torch.Size:
-    return model.get_model_object(key).shape

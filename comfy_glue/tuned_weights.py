@@ -38,6 +38,11 @@ def tuned_q_keys(inflation: Inflation) -> list[str]:
     return keys
 
 
+def tuned_q_shapes(model) -> dict[str, torch.Size]:
+    """The shape of every tuned to_q weight of an inflated MODEL, by ModelPatcher key."""
+    return {key: model.get_model_object(key).shape for key in tuned_q_keys(inflation_of(model))}
+
+
 def unpatched_weight(model, key: str) -> torch.Tensor:
     """A weight as the checkpoint has it, even while a clone with LoRA patches is loaded."""
     backup = model.backup.get(key)
@@ -92,9 +97,7 @@ def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Ten
 
 def check_fit(model, weights: TunedWeights) -> None:
     """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise)."""
-    inflation = inflation_of(model)
-    expected_q = {key: model.get_model_object(key).shape for key in tuned_q_keys(inflation)}
-    problems = shape_mismatches(expected_q, weights.q_deltas)
+    problems = shape_mismatches(tuned_q_shapes(model), weights.q_deltas)
     temporal = temporal_layers_of(model)
     if temporal is not None:
         shapes = {key: value.shape for key, value in temporal.state_dict().items()}

@@ -6,7 +6,7 @@ import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import torch
-from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_keys, unet_fingerprint
+from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_shapes, unet_fingerprint
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuned_weights_file import TunedWeights, to_file_contents
@@ -84,10 +84,7 @@ def seeded_tuned_weights(base, seed: int, config: InflationConfig | None = None)
     model = inflate_model(base, config or InflationConfig(), "Inflate UNet")
     inflation = inflation_of(model)
     generator = torch.Generator().manual_seed(seed)
-    q_deltas = {
-        key: 0.05 * torch.randn(model.get_model_object(key).shape, generator=generator)
-        for key in tuned_q_keys(inflation)
-    }
+    q_deltas = {key: 0.05 * torch.randn(shape, generator=generator) for key, shape in tuned_q_shapes(model).items()}
     temporal = temporal_layers_of(model)
     if temporal is not None:
         fill_seeded(temporal, seed)

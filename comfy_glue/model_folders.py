@@ -1,4 +1,5 @@
-"""The models/tuneavideo folder, registered with ComfyUI's folder_paths (extra_model_paths.yaml aware)."""
+"""The pack's model folders, registered with ComfyUI's folder_paths (extra_model_paths.yaml aware):
+models/tuneavideo for tuned weights, and AnimateDiff-Evolved's folders for motion modules and motion LoRAs."""
 
 import os
 from pathlib import Path
@@ -17,44 +18,54 @@ from ..tav_core.weights_file import (
 )
 
 TUNED_WEIGHTS_FOLDER = "tuneavideo"
+MOTION_MODULES_FOLDER = "animatediff_models"
+MOTION_LORA_FOLDER = "animatediff_motion_lora"
+# Names are kept as listed (no extension added) in these folders, whose files may be .ckpt or .pt too.
+KEEPS_NAMES = (MOTION_MODULES_FOLDER, MOTION_LORA_FOLDER)
 
 
-def register_folders() -> None:
-    """Add models/tuneavideo, after any paths extra_model_paths.yaml already gave (its default stays first)."""
-    default = os.path.join(folder_paths.models_dir, TUNED_WEIGHTS_FOLDER)
-    folder_paths.add_model_folder_path(TUNED_WEIGHTS_FOLDER, default)
-    paths, _ = folder_paths.folder_names_and_paths[TUNED_WEIGHTS_FOLDER]
-    folder_paths.folder_names_and_paths[TUNED_WEIGHTS_FOLDER] = (paths, {EXTENSION})
+def register_folder(folder: str, extensions: set[str]) -> None:
+    """Add models/<folder>, after any paths extra_model_paths.yaml (or another pack) already gave."""
+    folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
+    paths, known = folder_paths.folder_names_and_paths[folder]
+    shared = folder in KEEPS_NAMES  # AnimateDiff-Evolved lists the same folders: keep what it accepts
+    folder_paths.folder_names_and_paths[folder] = (paths, set(known) | extensions if shared else extensions)
 
 
-register_folders()
+register_folder(TUNED_WEIGHTS_FOLDER, {EXTENSION})
+for _folder in KEEPS_NAMES:
+    register_folder(_folder, set(folder_paths.supported_pt_extensions))
 
 
-def tuned_weights_files() -> list[str]:
-    return folder_paths.get_filename_list(TUNED_WEIGHTS_FOLDER)
+def listed_files(folder: str = TUNED_WEIGHTS_FOLDER) -> list[str]:
+    return folder_paths.get_filename_list(folder)
 
 
-def default_folder_path(name: str) -> Path:
-    """Where a file called `name` lies in the first (default) tuneavideo folder, never outside it."""
-    return resolve_in_folder(folder_paths.get_folder_paths(TUNED_WEIGHTS_FOLDER)[0], name)
+def extension_of(folder: str) -> str | None:
+    return None if folder in KEEPS_NAMES else EXTENSION
 
 
-def save_path(name: str) -> Path:
+def default_folder_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
+    """Where a file called `name` lies in the folder's first (default) path, never outside it."""
+    return resolve_in_folder(folder_paths.get_folder_paths(folder)[0], name, extension_of(folder))
+
+
+def save_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
     """Where a new file called `name` goes, checked to be writable there: called before any work, so that a
     bad name never costs a finished tune."""
-    path = default_folder_path(name)
+    path = default_folder_path(name, folder)
     check_writable(path)
     return path
 
 
-def existing_path(name: str) -> Path:
-    """A file in one of the tuneavideo folders; a link that leads outside its folder is refused, saying so."""
-    parts = name_parts(name)
-    folders = folder_paths.get_folder_paths(TUNED_WEIGHTS_FOLDER)
-    for folder in folders:
-        if Path(folder, *parts).is_file():
-            return resolve_in_folder(folder, name)
-    raise FileNotFoundError(f"no tuned weights named {name!r} in {', '.join(folders)}")
+def existing_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
+    """A file in one of the folder's paths; a link that leads outside its folder is refused, saying so."""
+    parts = name_parts(name, extension_of(folder))
+    paths = folder_paths.get_folder_paths(folder)
+    for path in paths:
+        if Path(path, *parts).is_file():
+            return resolve_in_folder(path, name, extension_of(folder))
+    raise FileNotFoundError(f"no file named {name!r} in {', '.join(paths)}")
 
 
 def save_tuned_weights(weights: TunedWeights, name: str, dtype: torch.dtype) -> Path:

@@ -13,10 +13,12 @@ import torch
 
 from ..tav_core.errors import TAVInputError
 from ..tav_core.tuned_weights_file import TunedWeights, UNetFingerprint
+from ..tav_core.weight_samples import sampled_bytes
 from ..tav_core.weights_file import WeightsFileError
 from .unet_inflation import (
     Inflation,
     attach_temporal_layers,
+    describe_architecture,
     empty_temporal_layers,
     inflate_model,
     inflation_of,
@@ -24,7 +26,6 @@ from .unet_inflation import (
     unet_compute_dtype,
 )
 
-FINGERPRINT_SAMPLES = 64
 MISMATCHES_NAMED = 3
 
 
@@ -49,25 +50,6 @@ def unpatched_weight(model, key: str) -> torch.Tensor:
     return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
 
 
-def fingerprint_indices(numel: int) -> torch.Tensor:
-    """FINGERPRINT_SAMPLES evenly spaced element indices, computed in float64: float32 cannot count past
-    2**24, and SD1.5's largest convolutions have 29.5M elements (its last index would round out of range)."""
-    count = min(FINGERPRINT_SAMPLES, numel)
-    return torch.linspace(0, numel - 1, count, dtype=torch.float64).round().long()
-
-
-def describe_architecture(model, inflation: Inflation) -> str:
-    """The base UNet in words, so a mismatch message says what each side is."""
-    unet = model.model.diffusion_model
-    context = inflation.sites.transformer_blocks[0].block.attn2
-    context_dim = context.to_k.in_features if context is not None else None
-    return (
-        f"{type(model.model.model_config).__name__} UNet ({unet.in_channels} latent channels, "
-        f"{unet.model_channels} base channels, text width {context_dim}, "
-        f"{len(inflation.sites.transformer_blocks)} transformer blocks)"
-    )
-
-
 def unet_fingerprint(model) -> UNetFingerprint:
     """Identifies an inflated MODEL's base UNet; to_q weights are left out since tuning changes them."""
     inflation = inflation_of(model)
@@ -78,10 +60,8 @@ def unet_fingerprint(model) -> UNetFingerprint:
         architecture.update(f"{key}:{tuple(param.shape)}\n".encode())
         if key in tuned:
             continue
-        flat = unpatched_weight(model, key).detach().reshape(-1)
-        samples = flat[fingerprint_indices(flat.numel()).to(flat.device)].float().half().cpu()
-        weights.update(key.encode() + samples.numpy().tobytes())
-    return UNetFingerprint(architecture.hexdigest(), weights.hexdigest(), describe_architecture(model, inflation))
+        weights.update(key.encode() + sampled_bytes(unpatched_weight(model, key)))
+    return UNetFingerprint(architecture.hexdigest(), weights.hexdigest(), describe_architecture(model, inflation.sites))
 
 
 def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor]) -> list[str]:

@@ -16,9 +16,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
-import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
-import comfy.ops
 import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer, SpatialVideoTransformer
@@ -30,12 +28,14 @@ from ..tav_core.frame_attention import cross_frame_attention
 from ..tav_core.group_norm import group_norm_per_video
 from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig
 from ..tav_core.temporal_attention import TemporalAttention
-from ..tav_core.video_batch import current_videos, frames_per_video, videos_in_batch
+from ..tav_core.video_batch import current_videos
 from .inversion_record import inversion_guard
+from .layer_ops import TemporalLayerOps
+from .motion_injection import MotionModule, MotionPlacement, attach_motion, place
+from .unet_forward import VIDEO_BATCH_WRAPPER_KEY, comfy_attention_fn, video_batch_wrapper, videos_in
 
 INFLATION_ATTACHMENT = "tav_inflation"
 TEMPORAL_MODELS_KEY = "tav_temporal"
-VIDEO_BATCH_WRAPPER_KEY = "tav_video_batch"
 INVERSION_GUARD_KEY = "tav_inversion_guard"
 TEMPORAL_INIT_SEED = 0
 
@@ -68,20 +68,7 @@ class Inflation:
 
     config: InflationConfig
     sites: UNetSites
-
-
-def videos_in(transformer_options: dict) -> int:
-    """Each cond/uncond chunk of a sampling batch is one video."""
-    return len(transformer_options.get("cond_or_uncond") or (0,))
-
-
-def comfy_attention_fn(attn_precision: torch.dtype | None, transformer_options: dict):
-    """ComfyUI's optimised attention (SDPA, flash, xformers, sage... as the user chose), looked up at call time."""
-    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-        return comfy_attention.optimized_attention(
-            q, k, v, heads, attn_precision=attn_precision, transformer_options=transformer_options
-        )
-    return attention
+    motion: MotionPlacement | None = None
 
 
 class CrossFrameAttn1:
@@ -125,28 +112,6 @@ class PerVideoGroupNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return group_norm_per_video(x, current_videos(), partial(type(self.norm).forward, self.norm))
-
-
-def video_batch_wrapper(executor, *args, **kwargs):
-    """DIFFUSION_MODEL wrapper: publish how the batch splits into videos for the layers that get no options."""
-    x = args[0] if args else kwargs["x"]
-    transformer_options = args[5] if len(args) > 5 else kwargs.get("transformer_options", {})
-    videos = videos_in(transformer_options)
-    frames_per_video(x.shape[0], videos)  # a clear error for a batch that does not split into videos
-    with videos_in_batch(videos):
-        return executor(*args, **kwargs)
-
-
-class TemporalLayerOps(comfy.ops.disable_weight_init):
-    """ComfyUI's layers (weight casting, for lowvram and for training in another dtype) whose Linear weights exist
-    from construction and take loaded values by copy, in their own dtype and device, as torch's do.
-
-    With dynamic VRAM (ComfyUI 0.33 on GPUs, comfy-aimdo) the stock Linear is built without a weight and adopts a
-    loaded tensor as it is; the temporal layers are built and initialised, or filled from other layers' values.
-    """
-
-    class Linear(comfy.ops.disable_weight_init.Linear):
-        _load_from_state_dict = nn.Linear._load_from_state_dict
 
 
 class TemporalLayers(nn.Module):
@@ -243,8 +208,23 @@ def inflation_of(model) -> Inflation | None:
     return model.get_attachment(INFLATION_ATTACHMENT)
 
 
-def inflate_model(model, config: InflationConfig, node: str) -> "comfy.model_patcher.ModelPatcher":
-    """A patched clone of `model` that runs frames-as-batch videos the Tune-A-Video way."""
+def describe_architecture(model, sites: UNetSites) -> str:
+    """The base UNet in words, so a mismatch message says what each side is."""
+    unet = model.model.diffusion_model
+    context = sites.transformer_blocks[0].block.attn2
+    context_dim = context.to_k.in_features if context is not None else None
+    return (
+        f"{type(model.model.model_config).__name__} UNet ({unet.in_channels} latent channels, "
+        f"{unet.model_channels} base channels, text width {context_dim}, "
+        f"{len(sites.transformer_blocks)} transformer blocks)"
+    )
+
+
+def inflate_model(
+    model, config: InflationConfig, node: str, motion: MotionModule | None = None
+) -> "comfy.model_patcher.ModelPatcher":
+    """A patched clone of `model` that runs frames-as-batch videos the Tune-A-Video way, with AnimateDiff's motion
+    modules where `motion` is given."""
     unet = supported_unet(model, node)
     if inflation_of(model) is not None:
         raise TAVInputError(
@@ -254,25 +234,33 @@ def inflate_model(model, config: InflationConfig, node: str) -> "comfy.model_pat
     sites = find_sites(unet)
     if not sites.transformer_blocks:
         raise TAVInputError(node, "model", f"{type(unet).__name__} has no spatial transformer blocks to inflate.")
-    inflation = Inflation(config, sites)
+    placement = None
+    if motion is not None:
+        motion_sites = place(motion, unet, describe_architecture(model, sites), node)
+        placement = MotionPlacement(motion.describe(), motion.spec, motion.identity, motion_sites)
+    inflation = Inflation(config, sites, placement)
 
     inflated = model.clone()
     inflated.set_attachments(INFLATION_ATTACHMENT, inflation)
-    existing = inflated.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
-    taken = [site.key for site in sites.transformer_blocks if site.key in existing]
-    if taken:
-        logging.warning("Tune-A-Video: replacing attn1 patches from another node on %d blocks", len(taken))
-    attn1 = CrossFrameAttn1(config.attention)
-    for site in sites.transformer_blocks:
-        inflated.set_model_attn1_replace(attn1, *site.key)
+    if config.attention != AttentionMode.PER_FRAME:
+        existing = inflated.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
+        taken = [site.key for site in sites.transformer_blocks if site.key in existing]
+        if taken:
+            logging.warning("Tune-A-Video: replacing attn1 patches from another node on %d blocks", len(taken))
+        attn1 = CrossFrameAttn1(config.attention)
+        for site in sites.transformer_blocks:
+            inflated.set_model_attn1_replace(attn1, *site.key)
 
     if config.temporal_layers:
         layers = fresh_temporal_layers(inflation, unet_compute_dtype(model), model.offload_device)
         attach_temporal_layers(inflated, layers)
+    if placement is not None:
+        attach_motion(inflated, motion.patcher, placement, node)
 
     if config.groupnorm == GroupNormMode.PER_VIDEO:
         for path, norm in sites.resnet_norms:
             inflated.add_object_patch(f"{path}.forward", PerVideoGroupNorm(norm))
+    if config.groupnorm == GroupNormMode.PER_VIDEO or placement is not None:
         comfy.patcher_extension.add_wrapper_with_key(
             comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, VIDEO_BATCH_WRAPPER_KEY,
             video_batch_wrapper, inflated.model_options, is_model_options=True,

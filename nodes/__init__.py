@@ -5,6 +5,7 @@ from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
 from .inversion_sampler import DDIMInversionSampler
 from .load_demo_model import LoadDemoModel
+from .load_motion_module import LoadMotionModule
 from .one_shot_tune import OneShotTune
 from .sample_frames import SampleFrames
 from .tav_sample import TAVSample
@@ -12,5 +13,5 @@ from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
-    ControlCondition, SampleFrames, LoadDemoModel,
+    ControlCondition, SampleFrames, LoadDemoModel, LoadMotionModule,
 ]

@@ -9,6 +9,7 @@ from ..tav_core.errors import TAVInputError
 
 CATEGORY = "Tune-A-Video"
 TUNED_WEIGHTS = io.Custom("TAV_WEIGHTS")
+MOTION_MODULE = io.Custom("MOTION_MODULE")
 SAVE_PRECISIONS = {"fp16": "float16", "fp32": "float32"}
 
 

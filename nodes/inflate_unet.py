@@ -4,7 +4,7 @@ from comfy_api.latest import io
 
 from ..comfy_glue.unet_inflation import inflate_model
 from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
-from .common import CATEGORY
+from .common import CATEGORY, MOTION_MODULE
 
 NODE = "Inflate UNet"
 
@@ -31,7 +31,8 @@ class InflateUNet(io.ComfyNode):
                     tooltip=(
                         "Which frames each frame's self-attention reads. sparse_causal: frame 0 and the previous "
                         "frame (Tune-A-Video). first_frame: frame 0 only (Text2Video-Zero; steadiest, least motion). "
-                        "full: every frame of the video (most memory)."
+                        "full: every frame of the video (most memory). per_frame: each frame only itself, the image "
+                        "model's own attention (as AnimateDiff runs with a motion module)."
                     ),
                 ),
                 io.Boolean.Input(
@@ -59,7 +60,16 @@ class InflateUNet(io.ComfyNode):
                         "per_frame: each frame is normalised alone, as the image model was trained (measured "
                         "best: pooled statistics made edited objects vanish from frames). per_video: ResNet "
                         "GroupNorm statistics pooled over all frames of a video, exactly as the reference's 3D "
-                        "ResNet blocks."
+                        "ResNet blocks (and as AnimateDiff v1 runs; v2, v3 and later use per_frame)."
+                    ),
+                ),
+                MOTION_MODULE.Input(
+                    "motion_module", optional=True,
+                    tooltip=(
+                        "An AnimateDiff motion module from TAV Load Motion Module: one module after every layer "
+                        "of the down and up blocks (and the middle block for v2), as AnimateDiff places them. "
+                        "For AnimateDiff's own result use attention per_frame, temporal_layers off and the "
+                        "groupnorm of its version; keep Tune-A-Video's parts on for a hybrid."
                     ),
                 ),
             ],
@@ -68,7 +78,8 @@ class InflateUNet(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, attention: str, temporal_layers: bool, temporal_position_encoding: str, groupnorm: str
+        cls, model, attention: str, temporal_layers: bool, temporal_position_encoding: str, groupnorm: str,
+        motion_module=None,
     ) -> io.NodeOutput:
         config = InflationConfig(
             attention=AttentionMode(attention),
@@ -76,4 +87,4 @@ class InflateUNet(io.ComfyNode):
             temporal_position_encoding=PositionEncoding(temporal_position_encoding),
             groupnorm=GroupNormMode(groupnorm),
         )
-        return io.NodeOutput(inflate_model(model, config, NODE))
+        return io.NodeOutput(inflate_model(model, config, NODE, motion_module))

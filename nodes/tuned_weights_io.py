@@ -7,10 +7,10 @@ from comfy_api.latest import io
 
 from ..comfy_glue.model_folders import (
     existing_path,
+    listed_files,
     load_tuned_weights,
     save_path,
     save_tuned_weights,
-    tuned_weights_files,
 )
 from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
@@ -91,7 +91,7 @@ class LoadTunedWeights(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The same base checkpoint's MODEL (inflated or not)."),
                 io.Combo.Input(
-                    "weights_name", options=tuned_weights_files(),
+                    "weights_name", options=listed_files(),
                     tooltip="A file in models/tuneavideo/ written by One-Shot Tune or TAV Save Tuned Weights.",
                 ),
                 io.Boolean.Input(

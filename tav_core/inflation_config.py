@@ -10,6 +10,7 @@ class AttentionMode(str, Enum):
     SPARSE_CAUSAL = "sparse_causal"  # frames 0 and i-1 (Tune-A-Video)
     FIRST_FRAME = "first_frame"  # frame 0 only (Text2Video-Zero)
     FULL = "full"  # every frame of the video
+    PER_FRAME = "per_frame"  # the frame itself: the image model's own attention (AnimateDiff)
 
 
 class PositionEncoding(str, Enum):

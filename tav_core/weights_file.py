@@ -20,9 +20,10 @@ class WeightsFileError(ValueError):
     """A weights file that cannot be read as what it claims to be; the message says what is wrong."""
 
 
-def name_parts(name: str) -> list[str]:
-    """The folder and file parts of a workflow-given name ('.safetensors' added), refusing anything that could
-    land elsewhere or not be written: absolute paths, '..', empty parts, hidden or odd characters, over-long names.
+def name_parts(name: str, extension: str | None = EXTENSION) -> list[str]:
+    """The folder and file parts of a workflow-given name (`extension` added where missing; None: the name as it
+    is), refusing anything that could land elsewhere or not be written: absolute paths, '..', empty parts, hidden
+    or odd characters, over-long names.
     """
     cleaned = name.strip().replace("\\", "/")
     shown = repr(name if len(name) <= 60 else name[:57] + "...")
@@ -33,8 +34,8 @@ def name_parts(name: str) -> list[str]:
     if cleaned.startswith("/"):
         raise ValueError(f"{shown} is an absolute path: give a name inside the folder, e.g. 'clips/dog'")
     parts = cleaned.split("/")
-    if parts[-1] and not parts[-1].endswith(EXTENSION):
-        parts[-1] += EXTENSION
+    if extension and parts[-1] and not parts[-1].endswith(extension):
+        parts[-1] += extension
     for part in parts:
         if not part:
             raise ValueError(f"{shown} has an empty folder name (a leading, trailing or doubled '/')")
@@ -51,13 +52,13 @@ def name_parts(name: str) -> list[str]:
     return parts
 
 
-def resolve_in_folder(folder: str | os.PathLike, name: str) -> Path:
+def resolve_in_folder(folder: str | os.PathLike, name: str, extension: str | None = EXTENSION) -> Path:
     """The real path of `name` inside `folder`; a name (or a link on its way) that leads outside is refused.
 
     Sub-folders are allowed ("clips/dog").
     """
     root = Path(folder).resolve()
-    path = (root / Path(*name_parts(name))).resolve()
+    path = (root / Path(*name_parts(name, extension))).resolve()
     if root not in path.parents:
         raise ValueError(
             f"{name!r} leads outside {root} (to {path}, through a link): files are read and written only "

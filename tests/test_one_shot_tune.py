@@ -10,7 +10,6 @@ import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.ddim_editing import invert_video, sample_video
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import TrainingForward, tune
-from comfyui_tune_a_video.comfy_glue.tuned_weights import FINGERPRINT_SAMPLES, fingerprint_indices
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
 from comfyui_tune_a_video.nodes.inflate_unet import NODE as INFLATE
 from comfyui_tune_a_video.nodes.one_shot_tune import NODE as TUNE
@@ -19,6 +18,7 @@ from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTu
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, CheckpointScope, TuneSettings
+from comfyui_tune_a_video.tav_core.weight_samples import FINGERPRINT_SAMPLES, fingerprint_indices
 from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
 from tav_dev.unet_harness import apply_unet, randomize_temporal
 

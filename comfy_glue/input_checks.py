@@ -3,6 +3,7 @@
 import torch
 
 from ..tav_core.errors import TAVInputError
+from .motion_injection import check_frame_limit
 from .unet_inflation import Inflation, inflation_of
 
 
@@ -28,4 +29,6 @@ def require_video_latent(model, latent: dict, node: str, input_name: str) -> tor
         )
     if samples.shape[0] < 2:
         raise TAVInputError(node, input_name, f"{samples.shape[0]} frame: a video needs at least 2 frames.")
+    inflation = inflation_of(model)
+    check_frame_limit(model, inflation.motion if inflation else None, samples.shape[0], node, input_name)
     return samples

@@ -7,7 +7,7 @@ from pathlib import Path
 import folder_paths
 import torch
 
-from ..tav_core.tuned_weights_file import TunedWeights, from_file_contents, to_file_contents
+from ..tav_core.tuned_weights_file import TunedWeights, from_file_contents, motion_lora_file_contents, to_file_contents
 from ..tav_core.weights_file import (
     EXTENSION,
     check_writable,
@@ -45,15 +45,17 @@ def extension_of(folder: str) -> str | None:
     return None if folder in KEEPS_NAMES else EXTENSION
 
 
-def default_folder_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
-    """Where a file called `name` lies in the folder's first (default) path, never outside it."""
-    return resolve_in_folder(folder_paths.get_folder_paths(folder)[0], name, extension_of(folder))
+def file_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER, saving: bool = True) -> Path:
+    """Where a file called `name` lies in the folder's first (default) path, never outside it. Saved files are
+    safetensors (the extension is added); listed names are taken as they are in folders that keep them."""
+    extension = EXTENSION if saving else extension_of(folder)
+    return resolve_in_folder(folder_paths.get_folder_paths(folder)[0], name, extension)
 
 
 def save_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
     """Where a new file called `name` goes, checked to be writable there: called before any work, so that a
     bad name never costs a finished tune."""
-    path = default_folder_path(name, folder)
+    path = file_path(name, folder)
     check_writable(path)
     return path
 
@@ -72,6 +74,13 @@ def save_tuned_weights(weights: TunedWeights, name: str, dtype: torch.dtype) -> 
     """Write TAV_WEIGHTS atomically into the tuneavideo folder; returns the file's path."""
     path = save_path(name)
     save_atomically(path, *to_file_contents(weights, dtype))
+    return path
+
+
+def save_motion_lora(weights: TunedWeights, name: str, dtype: torch.dtype) -> Path:
+    """Write the tuned motion LoRA alone, as an AnimateDiff motion-LoRA file, into animatediff_motion_lora."""
+    path = save_path(name, MOTION_LORA_FOLDER)
+    save_atomically(path, *motion_lora_file_contents(weights, dtype))
     return path
 
 

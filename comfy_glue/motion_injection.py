@@ -18,6 +18,7 @@ from torch import nn
 from ..tav_core.errors import TAVInputError
 from ..tav_core.motion_module import FramesOverTable, MotionModules, TemporalModule
 from ..tav_core.motion_module_file import MotionModuleSpec
+from ..tav_core.tuned_weights_file import MotionRecord
 from ..tav_core.video_batch import current_videos
 from .unet_forward import comfy_attention_fn, sampling_options
 
@@ -138,12 +139,12 @@ class MotionAfter:
         try:
             return self.module(x, current_videos(), attention=attention)
         except FramesOverTable as error:
-            raise frames_error(self.node, self.motion_name, error.frames, error.table) from error
+            raise frames_error(self.node, "motion_module", self.motion_name, error.frames, error.table) from error
 
 
-def frames_error(node: str, motion_name: str, frames: int, limit: int) -> TAVInputError:
+def frames_error(node: str, input_name: str, motion_name: str, frames: int, limit: int) -> TAVInputError:
     return TAVInputError(
-        node, "motion_module",
+        node, input_name,
         f"{motion_name} has a position table of {limit} frames; this video has {frames} frames.",
         f"Use at most {limit} frames, or add ComfyUI's {CONTEXT_WINDOWS_NODE} node on the model with a "
         f"context_length of at most {limit}.",
@@ -151,9 +152,8 @@ def frames_error(node: str, motion_name: str, frames: int, limit: int) -> TAVInp
 
 
 def attach_motion(inflated, patcher: comfy.model_patcher.ModelPatcher, placement: MotionPlacement, node: str) -> None:
-    """Give an inflated clone a motion-module patcher (the loaded one, or a tuned clone of it) and the patches
-    that run its modules."""
-    inflated.set_additional_models(MOTION_MODELS_KEY, [patcher])
+    """Give an inflated clone its motion-module patcher and the patches that run its modules."""
+    swap_motion_patcher(inflated, patcher)
     modules: MotionModules = patcher.model
     named = dict(modules.named_motion_modules())
     for site in placement.sites:
@@ -164,3 +164,26 @@ def attach_motion(inflated, patcher: comfy.model_patcher.ModelPatcher, placement
 def motion_patcher_of(model) -> comfy.model_patcher.ModelPatcher | None:
     patchers = model.get_additional_models_with_key(MOTION_MODELS_KEY)
     return patchers[0] if patchers else None
+
+
+def swap_motion_patcher(model, patcher: comfy.model_patcher.ModelPatcher) -> None:
+    """Run `model`'s motion modules through another patcher of the same modules (a clone with other patches):
+    the object patches reach the modules themselves, so they stay."""
+    model.set_additional_models(MOTION_MODELS_KEY, [patcher])
+
+
+def motion_record(inflation) -> MotionRecord | None:
+    """What a tuned-weights file records of an inflated model's motion module."""
+    placement = inflation.motion
+    if placement is None:
+        return None
+    return MotionRecord(placement.name, placement.spec.version.value, placement.identity)
+
+
+def check_frame_limit(model, placement: MotionPlacement | None, frames: int, node: str, input_name: str) -> None:
+    """Refuse, before any work, a video longer than the motion module's position table (per context window)."""
+    limit = placement.spec.frame_limit if placement is not None else None
+    handler = model.model_options.get("context_handler")
+    window = min(frames, getattr(handler, "context_length", frames)) if handler is not None else frames
+    if limit is not None and window > limit:
+        raise frames_error(node, input_name, placement.name, window, limit)

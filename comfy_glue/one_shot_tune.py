@@ -4,13 +4,15 @@ The loop runs inside ComfyUI's own sampling machinery (a Sampler driven by a gui
 comfy_extras/nodes_train.py does), so conditioning (SDXL's extra conds included), latent scaling
 and model loading are ComfyUI's. Everything trainable lives outside the user's model:
 - to_q deltas, added to the frozen weights through ComfyUI weight wrappers on a private clone;
-- a private fp32 copy of the temporal layers.
+- a private fp32 copy of the temporal layers;
+- with a motion module, train adapters (a motion LoRA, or deltas) on a private clone of its patcher.
 Afterwards the tuned MODEL is a fresh clone of the input with the deltas as weight patches and the
 trained temporal layers attached; the private training clone is unloaded at once (its patches undone,
 its fp32 copy freed), not left loaded until ComfyUI next needs the memory.
 """
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -34,10 +36,13 @@ from ..tav_core.tuning import (
     run_tuning,
     target_mse,
 )
-from ..tav_core.video_batch import peek_videos, videos_in_batch
+from .delta_weight import DeltaWeight
 from .input_checks import require_inflated, require_video_latent
+from .motion_injection import motion_patcher_of, motion_record, swap_motion_patcher
+from .motion_training import motion_trainer
 from .progress import NodeProgress, check_cancel
 from .tuned_weights import apply_tuned_weights, tuned_q_shapes, unet_fingerprint
+from .unet_forward import ForwardState, forward_state, published
 from .unet_inflation import Inflation, attach_temporal_layers, empty_temporal_layers, temporal_layers_of
 
 GPU_REPORT_EVERY = 10  # loss read-backs (host syncs) on a GPU; every step on the CPU
@@ -50,40 +55,31 @@ class TuneResult:
     losses: list[float]
 
 
-class DeltaWeight(nn.Module):
-    """ComfyUI weight function: frozen base weight + trainable delta, computed in the weight's dtype."""
-
-    def __init__(self, delta: nn.Parameter) -> None:
-        super().__init__()
-        self.delta = delta
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.delta.to(weight.dtype)
-
-
 class TrainingForward:
     """Object patch for one UNet layer while tuning: optionally torch.compile'd, optionally checkpointed.
 
     Non-reentrant checkpointing gives every trainable parameter its gradient (the reference's
     reentrant checkpointing starved the down blocks). Recomputation runs during backward, after the
     UNet has moved on and rewritten transformer_options["block"], so the layer is recomputed with
-    a snapshot of the options and of the video layout it saw in the forward pass.
+    a snapshot of the options and of the forward state (video layout, sampling options) it saw.
+    `forward` is the layer's forward as the model runs it: its own, or an object patch already on it
+    (a motion module that follows the layer).
     Compilation is regional: layers share one compiled function, specialised per layer kind, shape and
     (for transformers, whose patches read it) block key, so compile time stays a fraction of the UNet's.
     """
 
-    def __init__(self, module: nn.Module, checkpoint: bool, compile: bool) -> None:
-        self.forward = partial(type(module).forward, module)
+    def __init__(self, forward: Callable, checkpoint: bool, compile: bool) -> None:
+        self.forward = forward
         self.checkpoint = checkpoint
         # Compiling the checkpointed call lets the compiler plan the recomputation itself.
         self.run = torch.compile(self.run_layer, dynamic=False) if compile else self.run_layer
 
     def __call__(self, *args, **kwargs):
-        # The video layout is read here, outside the compiled function: Dynamo before torch 2.14 cannot
+        # The forward state is read here, outside the compiled function: Dynamo before torch 2.14 cannot
         # trace ContextVar.get and would break every layer's graph on it.
-        return self.run(peek_videos(), *args, **kwargs)
+        return self.run(forward_state(), *args, **kwargs)
 
-    def run_layer(self, videos: int | None, *args, **kwargs):
+    def run_layer(self, state: ForwardState, *args, **kwargs):
         if not (self.checkpoint and torch.is_grad_enabled()):
             return self.forward(*args, **kwargs)
         frozen_args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
@@ -92,7 +88,7 @@ class TrainingForward:
         def recomputable(*call_args, **call_kwargs):
             call_args = tuple(dict(a) if isinstance(a, dict) else a for a in call_args)
             call_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in call_kwargs.items()}
-            with videos_in_batch(videos) if videos is not None else nullcontext():
+            with published(state):
                 return self.forward(*call_args, **call_kwargs)
 
         return torch.utils.checkpoint.checkpoint(recomputable, *frozen_args, use_reentrant=False, **frozen_kwargs)
@@ -235,6 +231,12 @@ def tune(
         temporal = training_temporal_layers(model, inflation)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
+        motion = None
+        if inflation.motion is not None:
+            motion = motion_trainer(
+                motion_patcher_of(model), settings.motion_training, settings.motion_rank, device
+            )
+            swap_motion_patcher(trainer, motion.patcher)
         transformer_options = trainer.model_options["transformer_options"]
         transformer_options["optimized_attention_override"] = tuning_attention_override(
             transformer_options.get("optimized_attention_override")
@@ -243,15 +245,18 @@ def tune(
         sites = inflation.sites.layers
         for path, module in sites:
             if settings.compile or checkpointed(module, scope):
-                trainer.add_object_patch(
-                    f"{path}.forward", TrainingForward(module, checkpointed(module, scope), settings.compile)
-                )
+                key = f"{path}.forward"
+                forward = trainer.object_patches.get(key, partial(type(module).forward, module))
+                trainer.add_object_patch(key, TrainingForward(forward, checkpointed(module, scope), settings.compile))
 
         comfy.model_management.load_models_gpu(
             [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
         )
         use_ordinary_tensors(trainer.model)
         params = list(deltas.values()) + (list(temporal.parameters()) if temporal is not None else [])
+        if motion is not None:
+            use_ordinary_tensors(motion.patcher.model)
+            params += motion.parameters()
         losses: list[float] = []
 
         def train(model_wrap, extra_args, x0: torch.Tensor) -> None:
@@ -300,11 +305,15 @@ def tune(
         finally:
             unload_now([trainer, *trainer.get_nested_additional_models()])
 
+        motion_lora, motion_deltas = motion.learned() if motion is not None else ({}, {})
         weights = TunedWeights(
             q_deltas={key: delta.detach().cpu() for key, delta in deltas.items()},
             temporal={k: v.detach().cpu() for k, v in temporal.state_dict().items()} if temporal is not None else {},
             inflation=inflation.config,
             fingerprint=fingerprint,
+            motion=motion_record(inflation),
+            motion_lora=motion_lora,
+            motion_deltas=motion_deltas,
             info={
                 "frames": str(samples.shape[0]),
                 "caption": caption,
@@ -313,6 +322,7 @@ def tune(
                 "seed": str(settings.seed),
                 "precision": str(precision.compute_dtype).removeprefix("torch."),
                 "final_loss": f"{losses[-1]:.6g}",
+                **({"motion_training": settings.motion_training.value} if motion is not None else {}),
             },
         )
     return TuneResult(apply_tuned_weights(model, weights), weights, losses)

@@ -12,9 +12,12 @@ import comfy.utils
 import torch
 
 from ..tav_core.errors import TAVInputError
+from ..tav_core.motion_module_file import lora_mismatches
 from ..tav_core.tuned_weights_file import TunedWeights, UNetFingerprint
 from ..tav_core.weight_samples import sampled_bytes
 from ..tav_core.weights_file import WeightsFileError
+from .motion_injection import MotionModule, motion_patcher_of, swap_motion_patcher
+from .motion_loading import with_lora_patches
 from .unet_inflation import (
     Inflation,
     attach_temporal_layers,
@@ -82,6 +85,12 @@ def check_fit(model, weights: TunedWeights) -> None:
     if temporal is not None:
         shapes = {key: value.shape for key, value in temporal.state_dict().items()}
         problems += shape_mismatches(shapes, weights.temporal)
+    motion = motion_patcher_of(model)
+    if motion is not None and (weights.motion_lora or weights.motion_deltas):
+        shapes = {key: value.shape for key, value in motion.model.named_parameters()}
+        problems += lora_mismatches(weights.motion_lora, shapes)
+        if weights.motion_deltas:
+            problems += shape_mismatches(shapes, weights.motion_deltas)
     if problems:
         raise WeightsFileError(
             f"its tensors do not fit this model ({len(problems)} problems: {'; '.join(problems[:MISMATCHES_NAMED])})"
@@ -89,25 +98,37 @@ def check_fit(model, weights: TunedWeights) -> None:
 
 
 def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.ModelPatcher":
-    """A clone of an inflated `model` carrying the tuned to_q deltas as patches and its own temporal layers."""
+    """A clone of an inflated `model` carrying the tuned to_q deltas as patches, its own temporal layers and
+    the tuned motion LoRA or deltas as patches on a clone of its motion-module patcher."""
     tuned = model.clone()
     tuned.add_patches({key: ("diff", (delta,)) for key, delta in weights.q_deltas.items()})
     if weights.temporal:
         layers = empty_temporal_layers(inflation_of(model), unet_compute_dtype(model), model.offload_device)
         layers.load_state_dict(weights.temporal)
         attach_temporal_layers(tuned, layers)
+    if weights.motion_lora or weights.motion_deltas:
+        motion = with_lora_patches(motion_patcher_of(model), weights.motion_lora, 1.0)
+        motion.add_patches({key: ("diff", (delta,)) for key, delta in weights.motion_deltas.items()})
+        swap_motion_patcher(tuned, motion)
     return tuned
 
 
 def load_onto(
-    model, weights: TunedWeights, allow_mismatch: bool, node: str, source: str
+    model, weights: TunedWeights, allow_mismatch: bool, node: str, source: str, motion: MotionModule | None = None
 ) -> "comfy.model_patcher.ModelPatcher":
-    """Apply weights to the base they were tuned on: inflate it as recorded, or check its inflation.
+    """Apply weights to the base they were tuned on: inflate it as recorded (with `motion`, the motion module
+    given beside it), or check its inflation.
 
     `source` names where the weights came from (the file), for the messages."""
     inflation = inflation_of(model)
     if inflation is None:
-        model = inflate_model(model, weights.inflation, node)
+        model = inflate_model(model, weights.inflation, node, motion)
+    elif motion is not None:
+        raise TAVInputError(
+            node, "motion_module", "the MODEL is already inflated, so its motion module is already chosen.",
+            "Connect the checkpoint's MODEL (it is inflated here with this motion module), or leave motion_module "
+            "unconnected.",
+        )
     elif inflation.config != weights.inflation:
         raise TAVInputError(
             node, "model",
@@ -123,6 +144,7 @@ def load_onto(
             f"this MODEL is a {found.description}.",
             "Load the checkpoint the video was tuned on.",
         )
+    check_motion(inflation_of(model).motion, weights, allow_mismatch, node, source)
     try:
         check_fit(model, weights)
     except WeightsFileError as error:
@@ -132,10 +154,34 @@ def load_onto(
             f"{source} was tuned on the same kind of UNet ({found.description}) but with other weights "
             "(another checkpoint or a different version of it)."
         )
-        if not allow_mismatch:
-            raise TAVInputError(
-                node, "model", message,
-                "Load the checkpoint the video was tuned on, or enable allow_mismatch to apply them anyway.",
-            )
-        logging.warning("%s: %s Applying them anyway (allow_mismatch).", node, message)
+        refuse_or_warn(message, allow_mismatch, node, "model", "Load the checkpoint the video was tuned on")
     return apply_tuned_weights(model, weights)
+
+
+def refuse_or_warn(message: str, allow_mismatch: bool, node: str, input_name: str, fix: str) -> None:
+    if not allow_mismatch:
+        raise TAVInputError(node, input_name, message, f"{fix}, or enable allow_mismatch to apply them anyway.")
+    logging.warning("%s: %s Applying them anyway (allow_mismatch).", node, message)
+
+
+def check_motion(placement, weights: TunedWeights, allow_mismatch: bool, node: str, source: str) -> None:
+    """The model must carry the motion module the weights were tuned with (by fingerprint), or none if none."""
+    tuned_with = weights.motion
+    if tuned_with is None:
+        if placement is not None:
+            refuse_or_warn(
+                f"{source} was tuned without a motion module, but this MODEL carries {placement.name}.",
+                allow_mismatch, node, "motion_module", "Inflate the checkpoint without a motion module",
+            )
+        return
+    if placement is None:
+        raise TAVInputError(
+            node, "motion_module",
+            f"{source} was tuned with the motion module {tuned_with.name}, and this MODEL has none.",
+            "Connect TAV Load Motion Module with that file (and motion LoRA) to motion_module.",
+        )
+    if placement.identity != tuned_with.identity:
+        refuse_or_warn(
+            f"{source} was tuned with the motion module {tuned_with.name}; this MODEL carries {placement.name}.",
+            allow_mismatch, node, "motion_module", "Load the motion module it was tuned with",
+        )

@@ -9,6 +9,7 @@ from ..comfy_glue.motion_loading import load_motion_module, with_motion_lora
 from ..tav_core.errors import TAVInputError
 from ..tav_core.weights_file import WeightsFileError, file_signature
 from .common import CATEGORY, MOTION_MODULE, check_numbers, validation_result
+from .weights_in_prompt import refuse_save_and_load_together
 
 NODE = "TAV Load Motion Module"
 NO_LORA = "none"
@@ -54,6 +55,7 @@ class LoadMotionModule(io.ComfyNode):
                 ),
             ],
             outputs=[MOTION_MODULE.Output(display_name="motion_module", tooltip="For Inflate UNet's motion_module.")],
+            hidden=[io.Hidden.prompt],
         )
 
     @classmethod
@@ -88,12 +90,17 @@ class LoadMotionModule(io.ComfyNode):
     def execute(cls, motion_module: str, motion_lora: str = NO_LORA, lora_strength: float = 1.0) -> io.NodeOutput:
         cls.check_inputs(motion_module, motion_lora, lora_strength)
         path = checked_path("motion_module", motion_module, MOTION_MODULES_FOLDER)
+        lora_path = None
+        if motion_lora != NO_LORA:
+            lora_path = checked_path("motion_lora", motion_lora, MOTION_LORA_FOLDER)
+            refuse_save_and_load_together(
+                cls.hidden, NODE, "motion_lora", motion_lora, saving=False, folder=MOTION_LORA_FOLDER
+            )
         try:
             motion = load_motion_module(path, motion_module)
         except WeightsFileError as error:
             raise TAVInputError(NODE, "motion_module", f"{motion_module} ({path}): {error}.") from error
-        if motion_lora != NO_LORA:
-            lora_path = checked_path("motion_lora", motion_lora, MOTION_LORA_FOLDER)
+        if lora_path is not None:
             try:
                 motion = with_motion_lora(motion, lora_path, motion_lora, lora_strength)
             except WeightsFileError as error:

@@ -9,7 +9,7 @@ from ..comfy_glue.model_folders import save_tuned_weights
 from ..comfy_glue.one_shot_tune import tune
 from ..comfy_glue.progress import show_on_node
 from ..tav_core.loss_curve import draw_loss_curve
-from ..tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
+from ..tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, TuneSettings
 from .common import CATEGORY, TUNED_WEIGHTS, check_numbers, validation_result
 from .tuned_weights_io import checked_save_path
 from .weights_in_prompt import refuse_save_and_load_together
@@ -79,6 +79,20 @@ class OneShotTune(io.ComfyNode):
                     "caption", default="", optional=True, multiline=True,
                     tooltip="The source caption as text, recorded in the weights file for later reference.",
                 ),
+                io.Combo.Input(
+                    "motion_training", options=[m.value for m in MotionTraining], default=MotionTraining.LORA.value,
+                    optional=True,
+                    tooltip=(
+                        "With a motion module on the model (Inflate UNet's motion_module): lora trains a motion "
+                        "LoRA on its attention projections (MotionDirector's way; small files, the module's prior "
+                        "kept), full trains all of its weights (most memory), frozen leaves it as loaded. Without a "
+                        "motion module this input has no effect. A LoRA usually wants a higher learning_rate (1e-4)."
+                    ),
+                ),
+                io.Int.Input(
+                    "motion_rank", default=32, min=1, max=1024, optional=True,
+                    tooltip="Rank of the motion LoRA (AnimateDiff's released motion LoRAs have 64).",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The tuned video model."),
@@ -91,26 +105,31 @@ class OneShotTune(io.ComfyNode):
         )
 
     @classmethod
-    def check_inputs(cls, steps: int | None, learning_rate: float | None, save_name: str | None) -> None:
-        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate})
+    def check_inputs(
+        cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None
+    ) -> None:
+        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank})
         if save_name is not None and save_name.strip():
             checked_save_path(NODE, save_name)
 
     @classmethod
     def validate_inputs(
-        cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None
+        cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None,
+        motion_rank: int | None = None,
     ) -> bool | str:
-        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name))
+        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank))
 
     @classmethod
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
+        motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32,
     ) -> io.NodeOutput:
-        cls.check_inputs(steps, learning_rate, save_name)
+        cls.check_inputs(steps, learning_rate, save_name, motion_rank)
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
-            steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision)
+            steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision),
+            motion_training=MotionTraining(motion_training), motion_rank=motion_rank,
         )
         result = tune(model, latents, conditioning, settings, NODE, caption=caption)
         if save_name.strip():

@@ -6,26 +6,32 @@ import torch
 from comfy_api.latest import io
 
 from ..comfy_glue.model_folders import (
+    MOTION_LORA_FOLDER,
+    TUNED_WEIGHTS_FOLDER,
     existing_path,
     listed_files,
     load_tuned_weights,
+    save_motion_lora,
     save_path,
     save_tuned_weights,
 )
 from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
 from ..tav_core.weights_file import WeightsFileError, file_signature
-from .common import CATEGORY, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
-from .weights_in_prompt import refuse_save_and_load_together
+from .common import CATEGORY, MOTION_MODULE, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
+from .weights_in_prompt import MOTION_LORA_FORMAT, TUNED_WEIGHTS_FORMAT, refuse_save_and_load_together
 
 SAVE_NODE = "TAV Save Tuned Weights"
 LOAD_NODE = "TAV Load Tuned Weights"
 
 
-def checked_save_path(node: str, name: str) -> Path:
+SAVE_FOLDERS = {TUNED_WEIGHTS_FORMAT: TUNED_WEIGHTS_FOLDER, MOTION_LORA_FORMAT: MOTION_LORA_FOLDER}
+
+
+def checked_save_path(node: str, name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
     """The file a save_name writes, or the node's error saying why it cannot be written."""
     try:
-        return save_path(name)
+        return save_path(name, folder)
     except ValueError as error:
         raise TAVInputError(node, "save_name", f"{error}.") from error
 
@@ -52,20 +58,44 @@ class SaveTunedWeights(io.ComfyNode):
                     "precision", options=list(SAVE_PRECISIONS), default="fp16",
                     tooltip="fp16 halves the file with no visible difference; fp32 keeps the tuned values exactly.",
                 ),
+                io.Combo.Input(
+                    "format", options=list(SAVE_FOLDERS), default=TUNED_WEIGHTS_FORMAT,
+                    tooltip=(
+                        "tuned_weights: everything tuned, to models/tuneavideo/ (for TAV Load Tuned Weights). "
+                        "animatediff_motion_lora: the tuned motion LoRA alone, in AnimateDiff's motion-LoRA layout, "
+                        "to models/animatediff_motion_lora/, where AnimateDiff-Evolved's and this pack's motion "
+                        "LoRA loaders find it (tune with a motion module and motion_training lora)."
+                    ),
+                ),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt],
         )
 
     @classmethod
-    def validate_inputs(cls, save_name: str | None = None) -> bool | str:
-        return True if save_name is None else validation_result(lambda: checked_save_path(SAVE_NODE, save_name))
+    def validate_inputs(cls, save_name: str | None = None, format: str | None = None) -> bool | str:
+        if save_name is None:
+            return True
+        folder = SAVE_FOLDERS.get(format or TUNED_WEIGHTS_FORMAT, TUNED_WEIGHTS_FOLDER)
+        return validation_result(lambda: checked_save_path(SAVE_NODE, save_name, folder))
 
     @classmethod
-    def execute(cls, tuned_weights, save_name: str, precision: str) -> io.NodeOutput:
-        checked_save_path(SAVE_NODE, save_name)
-        refuse_save_and_load_together(cls.hidden, SAVE_NODE, "save_name", save_name, saving=True)
-        save_tuned_weights(tuned_weights, save_name, getattr(torch, SAVE_PRECISIONS[precision]))
+    def execute(
+        cls, tuned_weights, save_name: str, precision: str, format: str = TUNED_WEIGHTS_FORMAT
+    ) -> io.NodeOutput:
+        folder = SAVE_FOLDERS[format]
+        checked_save_path(SAVE_NODE, save_name, folder)
+        refuse_save_and_load_together(cls.hidden, SAVE_NODE, "save_name", save_name, saving=True, folder=folder)
+        dtype = getattr(torch, SAVE_PRECISIONS[precision])
+        if format == MOTION_LORA_FORMAT:
+            try:
+                save_motion_lora(tuned_weights, save_name, dtype)
+            except ValueError as error:
+                raise TAVInputError(
+                    SAVE_NODE, "tuned_weights", f"{error}.", "Save with format tuned_weights instead."
+                ) from error
+        else:
+            save_tuned_weights(tuned_weights, save_name, dtype)
         return io.NodeOutput()
 
 
@@ -96,7 +126,17 @@ class LoadTunedWeights(io.ComfyNode):
                 ),
                 io.Boolean.Input(
                     "allow_mismatch", default=False,
-                    tooltip="Apply the weights even if the base UNet's weights differ from the one tuned on.",
+                    tooltip=(
+                        "Apply the weights even if the base UNet's weights (or the motion module) differ from the "
+                        "ones tuned on."
+                    ),
+                ),
+                MOTION_MODULE.Input(
+                    "motion_module", optional=True,
+                    tooltip=(
+                        "For weights tuned with a motion module: the same module (TAV Load Motion Module), to "
+                        "inflate an un-inflated MODEL with."
+                    ),
                 ),
             ],
             outputs=[
@@ -121,7 +161,7 @@ class LoadTunedWeights(io.ComfyNode):
             return str(error)
 
     @classmethod
-    def execute(cls, model, weights_name: str, allow_mismatch: bool) -> io.NodeOutput:
+    def execute(cls, model, weights_name: str, allow_mismatch: bool, motion_module=None) -> io.NodeOutput:
         path = checked_weights_path(weights_name)
         refuse_save_and_load_together(cls.hidden, LOAD_NODE, "weights_name", weights_name, saving=False)
         source = f"{weights_name} ({path})"
@@ -129,4 +169,5 @@ class LoadTunedWeights(io.ComfyNode):
             weights = load_tuned_weights(path)
         except WeightsFileError as error:
             raise TAVInputError(LOAD_NODE, "weights_name", f"{source}: {error}.") from error
-        return io.NodeOutput(load_onto(model, weights, allow_mismatch, LOAD_NODE, source), weights)
+        tuned = load_onto(model, weights, allow_mismatch, LOAD_NODE, source, motion_module)
+        return io.NodeOutput(tuned, weights)

@@ -1,43 +1,69 @@
-"""One prompt that both saves and loads the same tuned-weights file cannot be run safely: ComfyUI orders
+"""One prompt that both saves and loads the same weights file cannot be run safely: ComfyUI orders
 nodes only by their links, so the load could read the file from before the save. Whichever of the two
 runs first refuses the prompt, before any tuning."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_api.latest import io
 
-from ..comfy_glue.model_folders import default_folder_path
+from ..comfy_glue.model_folders import MOTION_LORA_FOLDER, TUNED_WEIGHTS_FOLDER, file_path
 from ..tav_core.errors import TAVInputError
 
-SAVING_NODES = {"TAV_OneShotTune": "save_name", "TAV_SaveTunedWeights": "save_name"}
-LOADING_NODES = {"TAV_LoadTunedWeights": "weights_name"}
+SAVE_FORMAT_INPUT = "format"
+TUNED_WEIGHTS_FORMAT = "tuned_weights"
+MOTION_LORA_FORMAT = "animatediff_motion_lora"
 
 
-def nodes_naming(prompt: dict, path: Path, file_inputs: dict[str, str]) -> list[str]:
-    """The prompt's nodes (of the kinds in file_inputs) whose file-name widget names `path`."""
-    found = []
-    for node_id, node in prompt.items():
-        input_name = file_inputs.get(node.get("class_type"))
-        name = node.get("inputs", {}).get(input_name) if input_name else None
+@dataclass(frozen=True)
+class FileInput:
+    """A node input that names a file of `folder`, when the node's `format` input (if any) is `format`."""
+
+    class_type: str
+    input_name: str
+    folder: str
+    saving: bool
+    format: str | None = None
+
+    def path_in(self, node: dict) -> Path | None:
+        inputs = node.get("inputs", {})
+        if node.get("class_type") != self.class_type:
+            return None
+        if self.format is not None and inputs.get(SAVE_FORMAT_INPUT, TUNED_WEIGHTS_FORMAT) != self.format:
+            return None
+        name = inputs.get(self.input_name)
         if not isinstance(name, str) or not name.strip():
-            continue  # linked, or no file
+            return None  # linked, or no file
         try:
-            if default_folder_path(name) == path:
-                found.append(f"node {node_id} ({node['class_type']})")
+            return file_path(name, self.folder, self.saving)
         except ValueError:
-            continue
-    return found
+            return None
+
+
+FILE_INPUTS = (
+    FileInput("TAV_OneShotTune", "save_name", TUNED_WEIGHTS_FOLDER, saving=True),
+    FileInput("TAV_SaveTunedWeights", "save_name", TUNED_WEIGHTS_FOLDER, saving=True, format=TUNED_WEIGHTS_FORMAT),
+    FileInput("TAV_SaveTunedWeights", "save_name", MOTION_LORA_FOLDER, saving=True, format=MOTION_LORA_FORMAT),
+    FileInput("TAV_LoadTunedWeights", "weights_name", TUNED_WEIGHTS_FOLDER, saving=False),
+    FileInput("TAV_LoadMotionModule", "motion_lora", MOTION_LORA_FOLDER, saving=False),
+)
 
 
 def refuse_save_and_load_together(
-    hidden: io.HiddenHolder | None, node: str, input_name: str, name: str, saving: bool
+    hidden: io.HiddenHolder | None, node: str, input_name: str, name: str, saving: bool,
+    folder: str = TUNED_WEIGHTS_FOLDER,
 ) -> None:
-    """Raise if this prompt also loads (when saving) or saves (when loading) the file `name`."""
+    """Raise if this prompt also loads (when saving) or saves (when loading) the file `name` of `folder`."""
     prompt = getattr(hidden, "prompt", None)  # the whole prompt, when ComfyUI runs the node
     if not prompt or not name.strip():
         return
-    path = default_folder_path(name)
-    others = nodes_naming(prompt, path, LOADING_NODES if saving else SAVING_NODES)
+    path = file_path(name, folder, saving)
+    others = [
+        f"node {node_id} ({other['class_type']})"
+        for node_id, other in prompt.items()
+        for file_input in FILE_INPUTS
+        if file_input.saving != saving and file_input.path_in(other) == path
+    ]
     if others:
         raise TAVInputError(
             node, input_name,

@@ -204,6 +204,11 @@ def read_motion_lora(state_dict: dict[str, torch.Tensor]) -> dict[str, LowRank]:
     return loras
 
 
+def is_projection_key(key: str) -> bool:
+    """A motion module's attention projection weight: what a motion LoRA adapts."""
+    return _PROJECTION_KEY.match(key) is not None
+
+
 def motion_lora_tensors(loras: dict[str, LowRank]) -> dict[str, torch.Tensor]:
     """The inverse of read_motion_lora: AnimateDiff's motion-LoRA file layout."""
     names = {target: name for name, target in _LORA_TARGET.items()}

@@ -1,8 +1,9 @@
 """What One-Shot Tune learned, and its file format: host-free, so it can be read and checked anywhere.
 
 Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base, under the key
-ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), and the temporal layers whole,
-with a fingerprint of the base UNet and the inflation settings in the metadata.
+ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), the temporal layers whole, and what
+was tuned of a motion module (a motion LoRA in AnimateDiff's layout, or deltas of all its weights), with
+fingerprints of the base UNet and of the motion module and the inflation settings in the metadata.
 """
 
 import json
@@ -11,11 +12,16 @@ from dataclasses import dataclass, field
 import torch
 
 from .inflation_config import InflationConfig
+from .motion_module_file import LowRank, motion_lora_tensors, read_motion_lora
 from .pack_version import PACK_VERSION
 from .weights_file import WeightsFileError
 
 FILE_FORMAT = "tune-a-video/tuned-weights/1"
+MOTION_LORA_FORMAT = "animatediff/motion-lora"
 TEMPORAL_PREFIX = "tav_temporal."
+MOTION_LORA_PREFIX = "tav_motion_lora."
+MOTION_DELTA_PREFIX = "tav_motion_diff."
+MOTION_FIELDS = ("name", "version", "identity")
 WEIGHT_SUFFIX = ".weight"
 DELTA_SUFFIX = ".diff"
 REQUIRED_METADATA = ("inflation", "base_architecture", "base_weights")
@@ -28,6 +34,15 @@ class UNetFingerprint:
     description: str = field(default="", compare=False)  # the architecture in words, for error messages
 
 
+@dataclass(frozen=True)
+class MotionRecord:
+    """The motion module a tune ran on."""
+
+    name: str  # the module (and any motion LoRA on it) in words
+    version: str
+    identity: str  # fingerprint of its weights and LoRA
+
+
 @dataclass
 class TunedWeights:
     q_deltas: dict[str, torch.Tensor]  # ModelPatcher key ("diffusion_model....to_q.weight") -> delta
@@ -35,6 +50,9 @@ class TunedWeights:
     inflation: InflationConfig
     fingerprint: UNetFingerprint
     info: dict[str, str] = field(default_factory=dict)  # frames, caption, steps, learning rate, ...
+    motion: MotionRecord | None = None  # the motion module tuned with, if any
+    motion_lora: dict[str, LowRank] = field(default_factory=dict)  # motion-module weight key -> its LoRA
+    motion_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # motion-module key -> delta (full)
 
 
 def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -42,6 +60,9 @@ def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[st
         key.removesuffix(WEIGHT_SUFFIX) + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()
     }
     tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in weights.temporal.items()})
+    lora = motion_lora_tensors(weights.motion_lora)
+    tensors.update({MOTION_LORA_PREFIX + key: value.to(dtype) for key, value in lora.items()})
+    tensors.update({MOTION_DELTA_PREFIX + key: value.to(dtype) for key, value in weights.motion_deltas.items()})
     metadata = {
         "format": FILE_FORMAT,
         "pack_version": PACK_VERSION,
@@ -49,6 +70,30 @@ def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[st
         "base_weights": weights.fingerprint.weights,
         "base_description": weights.fingerprint.description,
         "inflation": json.dumps(weights.inflation.to_dict()),
+        **{f"info.{key}": value for key, value in weights.info.items()},
+    }
+    if weights.motion is not None:
+        metadata["motion_module"] = json.dumps({name: getattr(weights.motion, name) for name in MOTION_FIELDS})
+    return tensors, metadata
+
+
+def motion_lora_file_contents(
+    weights: TunedWeights, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tuned motion LoRA alone, in AnimateDiff's motion-LoRA layout (no alpha: weight + up @ down)."""
+    if not weights.motion_lora:
+        raise ValueError(
+            "these tuned weights hold no motion LoRA (tuned without a motion module, or with motion_training "
+            "full or frozen)"
+        )
+    tensors = {key: value.to(dtype) for key, value in motion_lora_tensors(weights.motion_lora).items()}
+    ranks = sorted({lora.down.shape[0] for lora in weights.motion_lora.values()})
+    metadata = {
+        "format": MOTION_LORA_FORMAT,
+        "pack_version": PACK_VERSION,
+        "motion_module": weights.motion.name,
+        "motion_version": weights.motion.version,
+        "rank": ",".join(map(str, ranks)),
         **{f"info.{key}": value for key, value in weights.info.items()},
     }
     return tensors, metadata
@@ -69,12 +114,16 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
         raise WeightsFileError(f"its recorded inflation settings are unreadable ({error})") from error
 
-    q_deltas, temporal, unexpected = {}, {}, []
+    q_deltas, temporal, lora, motion_deltas, unexpected = {}, {}, {}, {}, []
     for key, value in tensors.items():
-        if key.endswith(DELTA_SUFFIX):
-            q_deltas[key.removesuffix(DELTA_SUFFIX) + WEIGHT_SUFFIX] = value.float()
-        elif key.startswith(TEMPORAL_PREFIX):
+        if key.startswith(TEMPORAL_PREFIX):
             temporal[key.removeprefix(TEMPORAL_PREFIX)] = value.float()
+        elif key.startswith(MOTION_LORA_PREFIX):
+            lora[key.removeprefix(MOTION_LORA_PREFIX)] = value.float()
+        elif key.startswith(MOTION_DELTA_PREFIX):
+            motion_deltas[key.removeprefix(MOTION_DELTA_PREFIX)] = value.float()
+        elif key.endswith(DELTA_SUFFIX):
+            q_deltas[key.removesuffix(DELTA_SUFFIX) + WEIGHT_SUFFIX] = value.float()
         else:
             unexpected.append(key)
     if unexpected:
@@ -83,13 +132,27 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
         raise WeightsFileError("it holds no to_q deltas")
     if temporal and not inflation.temporal_layers:
         raise WeightsFileError("it holds temporal layers, but its inflation settings say temporal_layers=False")
-    check_finite({**q_deltas, **temporal})
+    check_finite({**q_deltas, **temporal, **lora, **motion_deltas})
+    motion = read_motion_record(metadata)
+    if (lora or motion_deltas) and motion is None:
+        raise WeightsFileError("it holds tuned motion-module weights but does not record the motion module")
 
     info = {key.removeprefix("info."): value for key, value in metadata.items() if key.startswith("info.")}
     fingerprint = UNetFingerprint(
         metadata["base_architecture"], metadata["base_weights"], metadata.get("base_description", "")
     )
-    return TunedWeights(q_deltas, temporal, inflation, fingerprint, info)
+    motion_lora = read_motion_lora(lora) if lora else {}
+    return TunedWeights(q_deltas, temporal, inflation, fingerprint, info, motion, motion_lora, motion_deltas)
+
+
+def read_motion_record(metadata: dict[str, str]) -> MotionRecord | None:
+    if "motion_module" not in metadata:
+        return None
+    try:
+        values = json.loads(metadata["motion_module"])
+        return MotionRecord(**{name: str(values[name]) for name in MOTION_FIELDS})
+    except (ValueError, TypeError, KeyError) as error:
+        raise WeightsFileError(f"its recorded motion module is unreadable ({error!r})") from error
 
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:

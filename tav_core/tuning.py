@@ -52,6 +52,14 @@ class CheckpointScope(str, Enum):
     OFF = "off"  # keep every activation: fastest, most memory
 
 
+class MotionTraining(str, Enum):
+    """What of a motion module One-Shot Tune trains."""
+
+    LORA = "lora"  # low-rank deltas on its attention projections (AnimateDiff's motion-LoRA layout)
+    FULL = "full"  # every weight of it
+    FROZEN = "frozen"  # nothing
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     steps: int = 500
@@ -61,6 +69,8 @@ class TuneSettings:
     precision: PrecisionChoice = PrecisionChoice.AUTO
     compile: bool = False  # torch.compile each ResNet block and spatial transformer (regional compilation)
     channels_last: bool = False  # feed the UNet channels-last (NHWC) latents, which convolutions then keep
+    motion_training: MotionTraining = MotionTraining.LORA  # with a motion module only
+    motion_rank: int = 32
 
 
 class NonFiniteLossError(RuntimeError):

@@ -182,8 +182,10 @@ def motion_record(inflation) -> MotionRecord | None:
 
 def check_frame_limit(model, placement: MotionPlacement | None, frames: int, node: str, input_name: str) -> None:
     """Refuse, before any work, a video longer than the motion module's position table (per context window)."""
-    limit = placement.spec.frame_limit if placement is not None else None
+    if placement is None:
+        return
+    limit = placement.spec.frame_limit
     handler = model.model_options.get("context_handler")
     window = min(frames, getattr(handler, "context_length", frames)) if handler is not None else frames
-    if limit is not None and window > limit:
+    if window > limit:
         raise frames_error(node, input_name, placement.name, window, limit)

@@ -50,7 +50,11 @@ def forward_state() -> ForwardState:
 
 @contextlib.contextmanager
 def published(state: ForwardState) -> Iterator[None]:
-    """Publish a video layout and sampling options for the layers that run inside."""
+    """Publish a video layout and sampling options for the layers that run inside (nothing, for an empty state:
+    a compiled layer then traces no context variable)."""
+    if state.options is None and state.videos is None:
+        yield
+        return
     token = _sampling_options.set(state.options)
     try:
         with videos_in_batch(state.videos) if state.videos is not None else contextlib.nullcontext():

@@ -16,10 +16,12 @@ from einops import rearrange
 from torch import nn
 
 from .frame_attention import AttentionFn, sdpa_attention
+from .group_norm import group_norm_per_video
 from .temporal_attention import sinusoidal_position_encoding
 from .video_batch import frames_per_video
 
 HEADS = 8
+COMPUTED_TABLE_ROWS = 64  # files without a table: AnimateLCM's code builds 64 rows (so does AnimateDiff-Evolved)
 GROUPS = 32
 GROUP_NORM_EPS = 1e-6
 FEED_FORWARD_MULT = 4
@@ -36,7 +38,7 @@ class FramesOverTable(ValueError):
 class PositionTable(nn.Module):
     """The sinusoidal frame-index table ("pe", shape [1, L, C]), added to the attention's input.
 
-    Files without a table (AnimateLCM-style) get the same sinusoid computed for any frame count.
+    Files without a table (AnimateLCM-style) get the same sinusoid computed, for up to COMPUTED_TABLE_ROWS frames.
     """
 
     def __init__(self, dim: int, length: int | None, dtype: torch.dtype | None, device: torch.device | None) -> None:
@@ -47,10 +49,11 @@ class PositionTable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.shape[1]
+        rows = self.length or COMPUTED_TABLE_ROWS
+        if frames > rows:
+            raise FramesOverTable(frames, rows)
         if self.length is None:
             return x + sinusoidal_position_encoding(frames, self.dim, x.device, x.dtype)
-        if frames > self.length:
-            raise FramesOverTable(frames, self.length)
         return x + self.pe[:, :frames].to(x.dtype)
 
 
@@ -111,9 +114,15 @@ class MotionTransformerBlock(nn.Module):
         return self.ff(self.ff_norm(h)) + h
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 class TemporalTransformer(nn.Module):
-    def __init__(self, dim: int, table: int | None, ops, dtype, device) -> None:
+    def __init__(self, dim: int, table: int | None, norm_over_frames: bool, ops, dtype, device) -> None:
         super().__init__()
+        self.norm_over_frames = norm_over_frames
         self.norm = ops.GroupNorm(GROUPS, dim, eps=GROUP_NORM_EPS, affine=True, dtype=dtype, device=device)
         self.proj_in = ops.Linear(dim, dim, dtype=dtype, device=device)
         self.transformer_blocks = nn.ModuleList([MotionTransformerBlock(dim, table, ops, dtype, device)])
@@ -122,22 +131,24 @@ class TemporalTransformer(nn.Module):
     def forward(self, x: torch.Tensor, videos: int, attention: AttentionFn) -> torch.Tensor:
         """x: (videos*frames, c, h, w), each video's frames contiguous -> same shape."""
         _, _, height, width = x.shape
-        h = rearrange(self.norm(x), "b c h w -> b (h w) c")
+        normed = group_norm_per_video(x, videos, self.norm) if self.norm_over_frames else self.norm(x)
+        h = rearrange(normed, "b c h w -> b (h w) c")
         h = self.proj_in(h)
         h = rearrange(h, "(v f) n c -> (v n) f c", f=frames_per_video(x.shape[0], videos))
         for block in self.transformer_blocks:
             h = block(h, attention)
         h = rearrange(h, "(v n) f c -> (v f) n c", v=videos)
-        h = self.proj_out(h)
-        return rearrange(h, "b (h w) c -> b c h w", h=height, w=width) + x
+        h = rearrange(self.proj_out(h), "b (h w) c -> b c h w", h=height, w=width)
+        # In x's memory layout: the UNet's next convolutions then run (and round) as they would without the module.
+        return x + h.contiguous(memory_format=memory_format_of(x))
 
 
 class TemporalModule(nn.Module):
     """One motion module (AnimateDiff's VanillaTemporalModule)."""
 
-    def __init__(self, dim: int, table: int | None, ops, dtype, device) -> None:
+    def __init__(self, dim: int, table: int | None, norm_over_frames: bool, ops, dtype, device) -> None:
         super().__init__()
-        self.temporal_transformer = TemporalTransformer(dim, table, ops, dtype, device)
+        self.temporal_transformer = TemporalTransformer(dim, table, norm_over_frames, ops, dtype, device)
 
     def forward(self, x: torch.Tensor, videos: int, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
         return self.temporal_transformer(x, videos, attention)
@@ -156,7 +167,8 @@ class MotionLayout:
     down: tuple[tuple[int, ...], ...]
     up: tuple[tuple[int, ...], ...]
     mid: int | None
-    table: int | None  # rows of the position table; None: no table in the file (the sinusoid for any length)
+    table: int | None  # rows of the position table; None: no table in the file (the sinusoid, computed)
+    norm_over_frames: bool = False  # the module's GroupNorm pools over a video's frames (AnimateDiff's SDXL code)
 
     def module_count(self) -> int:
         return sum(map(len, self.down)) + sum(map(len, self.up)) + (self.mid is not None)
@@ -174,7 +186,7 @@ class MotionModules(nn.Module):
 
         def block(widths: tuple[int, ...]) -> MotionBlock:
             return MotionBlock([
-                TemporalModule(dim, layout.table, ops, dtype, device) for dim in widths
+                TemporalModule(dim, layout.table, layout.norm_over_frames, ops, dtype, device) for dim in widths
             ])
 
         self.down_blocks = nn.ModuleList([block(widths) for widths in layout.down])

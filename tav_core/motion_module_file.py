@@ -14,7 +14,7 @@ from enum import Enum
 import torch
 
 from .inflation_config import GroupNormMode
-from .motion_module import MotionLayout
+from .motion_module import COMPUTED_TABLE_ROWS, MotionLayout
 from .weight_samples import sampled_bytes
 from .weights_file import WeightsFileError
 
@@ -53,8 +53,8 @@ class MotionModuleSpec:
     layout: MotionLayout
 
     @property
-    def frame_limit(self) -> int | None:
-        return self.layout.table
+    def frame_limit(self) -> int:
+        return self.layout.table or COMPUTED_TABLE_ROWS
 
     def describe(self) -> str:
         table = f"{self.layout.table}-frame table" if self.layout.table else "no position table"
@@ -131,6 +131,8 @@ def read_motion_module(state_dict: dict[str, torch.Tensor]) -> tuple[MotionModul
     """The file's spec and its tensors in AnimateDiff's key names; a WeightsFileError says what is wrong."""
     if not state_dict:
         raise WeightsFileError("it holds no tensors")
+    if any(_LORA_KEY.match(key) for key in state_dict):
+        raise WeightsFileError(f"it is not a motion module ({what_else(list(state_dict))})")
     hotshot = any(_HOTSHOT_KEY.search(key) for key in state_dict)
     if hotshot:
         state_dict = renamed_hotshot(state_dict)
@@ -159,7 +161,9 @@ def read_motion_module(state_dict: dict[str, torch.Tensor]) -> tuple[MotionModul
         version = MotionVersion.V2
     else:
         version = MotionVersion.V1 if table == 24 else MotionVersion.V3
-    return MotionModuleSpec(version, family, MotionLayout(down, up, mid, table)), state_dict
+    # AnimateDiff's SDXL code normalises the module's input over all frames of a video; the others per frame.
+    layout = MotionLayout(down, up, mid, table, norm_over_frames=version == MotionVersion.SDXL)
+    return MotionModuleSpec(version, family, layout), state_dict
 
 
 def module_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

@@ -28,3 +28,19 @@ def weights_folder(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, TUNED_WEIGHTS_FOLDER, ([str(folder)], {".safetensors"}))
     return folder
+
+
+@pytest.fixture
+def motion_folders(tmp_path, monkeypatch):
+    """Motion-module and motion-LoRA folders of the test's own, in place of AnimateDiff-Evolved's."""
+    from types import SimpleNamespace
+
+    import folder_paths
+    from comfyui_tune_a_video.comfy_glue.model_folders import MOTION_LORA_FOLDER, MOTION_MODULES_FOLDER
+
+    folders = SimpleNamespace(modules=tmp_path / "animatediff_models", loras=tmp_path / "animatediff_motion_lora")
+    for name, folder in ((MOTION_MODULES_FOLDER, folders.modules), (MOTION_LORA_FOLDER, folders.loras)):
+        folder.mkdir()
+        extensions = set(folder_paths.supported_pt_extensions)
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, name, ([str(folder)], extensions))
+    return folders

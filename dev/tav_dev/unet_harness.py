@@ -21,15 +21,16 @@ def load_for_inference(patcher) -> None:
 
 
 def apply_unet(
-    patcher, x: torch.Tensor, sigma: float, context: torch.Tensor, cond_or_uncond: list[int]
+    patcher, x: torch.Tensor, sigma: float, context: torch.Tensor, cond_or_uncond: list[int], **conds
 ) -> torch.Tensor:
-    """One denoised prediction through BaseModel.apply_model with the patcher's transformer options."""
+    """One denoised prediction through BaseModel.apply_model with the patcher's transformer options (`conds`:
+    further model inputs, such as SDXL's y)."""
     load_for_inference(patcher)
     options = comfy.patcher_extension.copy_nested_dicts(patcher.model_options["transformer_options"])
     options["cond_or_uncond"] = list(cond_or_uncond)
     sigmas = torch.full((x.shape[0],), sigma)
     with torch.inference_mode():
-        return patcher.model.apply_model(x, sigmas, c_crossattn=context, transformer_options=options)
+        return patcher.model.apply_model(x, sigmas, c_crossattn=context, transformer_options=options, **conds)
 
 
 def denoise_via_sampler(patcher, latent: torch.Tensor, sigma: float, positive, negative, cfg: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ on every attention projection (to_q, to_k, to_v, to_out.0), with alpha = rank so
 AnimateDiff's motion LoRAs have it. full: a zero-initialised delta on every weight and bias. frozen: nothing.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import comfy.utils
@@ -39,14 +40,25 @@ class MotionTrainer:
         return loras, {key: delta.detach().cpu() for key, delta in self.deltas.items()}
 
 
-def motion_trainer(patcher, training: MotionTraining, rank: int, device: torch.device) -> MotionTrainer:
-    """A clone of the motion-module patcher whose chosen weights learn, and those weights' trainable parts."""
+def motion_trainer(
+    patcher, training: MotionTraining, rank: int, seed: int, device: torch.device
+) -> MotionTrainer:
+    """A clone of the motion-module patcher whose chosen weights learn, and those weights' trainable parts.
+
+    The LoRA's up matrices are drawn again from `seed` on the CPU (create_train draws from torch's global
+    generator): the same seed gives the same tune on every machine."""
     trainer = MotionTrainer(patcher.clone())
     modules = patcher.model
+    generator = torch.Generator().manual_seed(seed)
     if training == MotionTraining.LORA:
         for key in sorted(key for key, _ in modules.named_parameters() if is_projection_key(key)):
             weight = comfy.utils.get_attr(modules, key)
-            adapter = LoRAAdapter.create_train(weight, rank=rank, alpha=float(rank)).to(device)
+            adapter = LoRAAdapter.create_train(weight, rank=rank, alpha=float(rank))
+            with torch.no_grad():
+                up = torch.empty(adapter.lora_up.weight.shape)
+                nn.init.kaiming_uniform_(up, a=math.sqrt(5), generator=generator)
+                adapter.lora_up.weight.copy_(up)
+            adapter = adapter.to(device)
             adapter.requires_grad_(True)
             adapter.alpha.requires_grad_(False)
             trainer.patcher.add_weight_wrapper(key, adapter)

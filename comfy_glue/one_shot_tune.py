@@ -29,6 +29,7 @@ from ..tav_core.errors import TAVInputError
 from ..tav_core.tuned_weights_file import TunedWeights
 from ..tav_core.tuning import (
     CheckpointScope,
+    MotionTraining,
     NonFiniteLossError,
     TuneSettings,
     copy_to_device,
@@ -234,7 +235,8 @@ def tune(
         motion = None
         if inflation.motion is not None:
             motion = motion_trainer(
-                motion_patcher_of(model), settings.motion_training, settings.motion_rank, device
+                motion_patcher_of(model), MotionTraining(settings.motion_training), settings.motion_rank, settings.seed,
+                device,
             )
             swap_motion_patcher(trainer, motion.patcher)
         transformer_options = trainer.model_options["transformer_options"]
@@ -322,7 +324,7 @@ def tune(
                 "seed": str(settings.seed),
                 "precision": str(precision.compute_dtype).removeprefix("torch."),
                 "final_loss": f"{losses[-1]:.6g}",
-                **({"motion_training": settings.motion_training.value} if motion is not None else {}),
+                **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None else {}),
             },
         )
     return TuneResult(apply_tuned_weights(model, weights), weights, losses)

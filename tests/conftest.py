@@ -44,3 +44,19 @@ def motion_folders(tmp_path, monkeypatch):
         extensions = set(folder_paths.supported_pt_extensions)
         monkeypatch.setitem(folder_paths.folder_names_and_paths, name, ([str(folder)], extensions))
     return folders
+
+
+@pytest.fixture(scope="session")
+def sd15_mini():
+    """SD1.5's UNet structure at a tenth of its width (seeded): where AnimateDiff's SD1.5 modules fit."""
+    from tav_dev.tiny_models import full_unet
+
+    return full_unet("sd15_mini", seed=3, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def sdxl():
+    """A tiny SDXL-shaped UNet (three levels, the first without attention)."""
+    from tav_dev.tiny_models import tiny_unet
+
+    return tiny_unet("sdxl", seed=5)

@@ -25,10 +25,13 @@ from tav_dev.example_workflow_specs import (
     CHECKPOINT,
     CONTROLNET,
     DEMO_CLIP,
+    MOTION_LORA_NAME,
+    MOTION_MODULE,
     SOURCE_VIDEO,
     STYLE_LORA,
     TUNED_WEIGHTS,
 )
+from tav_dev.motion_module_files import seeded_motion_module
 from tav_dev.shapes_clips import CLIPS_FOLDER
 from tav_dev.tiny_models import text_cond, tiny_unet
 
@@ -48,6 +51,9 @@ SWAPS = {
     "CheckpointLoaderSimple": ("TAVTest_TinyModelLoader", {"kind": "sd1", "seed": 0}),
     "ControlNetLoader": ("TAVTest_TinyControlLoader", {"kind": "controlnet", "seed": 0}),
 }
+# A prompt with a motion module gets SD1.5's UNet structure (at tiny width), where the module in the test's
+# animatediff_models folder (AnimateDiff v2's layout, seeded) fits.
+MOTION_CHECKPOINT = {"kind": "sd15", "seed": 0}
 
 CHECK_WIDGETS_JS = """
 async (workflow) => {
@@ -146,12 +152,15 @@ def server(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail("Chromium is missing: scripts/dev_env.sh installs Debian's chromium package")
     workdir = tmp_path_factory.mktemp("workflows")
-    folders = {name: workdir / "models" / name for name in ("checkpoints", "controlnet", "loras")}
+    folders = {name: workdir / "models" / name for name in (
+        "checkpoints", "controlnet", "loras", "animatediff_models", "animatediff_motion_lora")}
     for folder in folders.values():
         folder.mkdir(parents=True)
     (folders["checkpoints"] / CHECKPOINT).write_bytes(b"listed only: swapped for the tiny test model")
     (folders["controlnet"] / CONTROLNET).write_bytes(b"listed only: swapped for the tiny test ControlNet")
     write_tiny_lora(folders["loras"] / STYLE_LORA)
+    motion = seeded_motion_module(tiny_unet(**MOTION_CHECKPOINT).model.diffusion_model, "v2", seed=0)
+    save_atomically(folders["animatediff_models"] / MOTION_MODULE, motion, {})
     server = make_server(workdir, folders)
     server.input_dir.mkdir(parents=True)
     write_source_video(server.input_dir / SOURCE_VIDEO)
@@ -162,8 +171,8 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def test_there_are_five_workflows():
-    assert len(WORKFLOWS) == 5
+def test_there_are_six_workflows():
+    assert len(WORKFLOWS) == 6
 
 
 def test_template_browser_lists_the_workflows(server):
@@ -222,6 +231,9 @@ def test_workflow_loads_and_runs(server, path):
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = list((server.output_dir / "tuneavideo").glob("*.mp4"))
     assert saved, "no edited video was written"
+    if path.stem == "tuneavideo_motion_module_edit":
+        lora = server.workdir / "models" / "animatediff_motion_lora" / f"{MOTION_LORA_NAME}.safetensors"
+        assert lora.is_file(), "the tuned motion LoRA was not saved where AnimateDiff-Evolved reads it"
 
 
 def test_tune_once_later_session_runs(server):
@@ -283,7 +295,10 @@ def api_inputs_only(prompt: dict, object_info: dict) -> dict:
 
 
 def swap_loaders(prompt: dict) -> dict:
+    motion = any(node["class_type"] == "TAV_LoadMotionModule" for node in prompt.values())
     for node in prompt.values():
         if node["class_type"] in SWAPS:
             node["class_type"], node["inputs"] = SWAPS[node["class_type"]]
+            if motion and node["class_type"] == "TAVTest_TinyModelLoader":
+                node["inputs"] = dict(MOTION_CHECKPOINT)
     return prompt

@@ -20,25 +20,15 @@ from tav_dev.motion_module_files import (
     seeded_motion_module,
     sinusoid_table,
 )
-from tav_dev.tiny_models import full_unet, tiny_unet
+from tav_dev.tiny_models import tiny_unet
 from tav_dev.unet_harness import apply_unet, load_for_inference
 
 SIGMA, SIZE = 2.0, 8
 
 
 @pytest.fixture(scope="module")
-def sd15_mini():
-    return full_unet("sd15_mini", seed=3, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
 def sd1():
     return tiny_unet("sd1", seed=4)
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return tiny_unet("sdxl", seed=5)
 
 
 def context_dim(patcher) -> int:

@@ -22,18 +22,8 @@ SDXL_VERSIONS = ("sdxl", "hotshotxl")
 TABLES = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": 64, "sdxl": 32, "hotshotxl": 24}
 
 
-@pytest.fixture(scope="module")
-def sd15():
-    return full_unet("sd15_mini", seed=3, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return tiny_unet("sdxl", seed=5)
-
-
-def base_for(version: str, sd15, sdxl):
-    return sdxl if version in SDXL_VERSIONS else sd15
+def base_for(version: str, sd15_mini, sdxl):
+    return sdxl if version in SDXL_VERSIONS else sd15_mini
 
 
 def save(folder, name: str, tensors: dict) -> str:
@@ -70,8 +60,8 @@ def predict(model, x, context, videos: int, **conds):
 
 
 @pytest.mark.parametrize("version", MOTION_VERSIONS)
-def test_the_version_is_read_from_the_keys(motion_folders, sd15, sdxl, version):
-    base = base_for(version, sd15, sdxl)
+def test_the_version_is_read_from_the_keys(motion_folders, sd15_mini, sdxl, version):
+    base = base_for(version, sd15_mini, sdxl)
     state = seeded_motion_module(base.model.diffusion_model, version, seed=1)
     motion = load(save(motion_folders.modules, f"mm_{version}.safetensors", state))
     assert motion.spec.version == MotionVersion(version)
@@ -81,10 +71,10 @@ def test_the_version_is_read_from_the_keys(motion_folders, sd15, sdxl, version):
 
 
 @pytest.mark.parametrize(("version", "modules"), [("v1", 20), ("v2", 21), ("v3", 20), ("sdxl", 9), ("hotshotxl", 9)])
-def test_one_module_follows_each_layer_animatediff_names(motion_folders, sd15, sdxl, version, modules):
+def test_one_module_follows_each_layer_animatediff_names(motion_folders, sd15_mini, sdxl, version, modules):
     """8 + 12 on an SD1.5-shaped UNet (plus the middle block for v2); the tiny SDXL-shaped UNet has one ResNet
     per level: 3 down + 6 up."""
-    base = base_for(version, sd15, sdxl)
+    base = base_for(version, sd15_mini, sdxl)
     motion = load(save(motion_folders.modules, "mm.safetensors", seeded_motion_module(
         base.model.diffusion_model, version, seed=1)))
     inflated = inflate(base, motion)
@@ -99,10 +89,10 @@ def test_one_module_follows_each_layer_animatediff_names(motion_folders, sd15, s
 
 
 @pytest.mark.parametrize("version", ["v2", "v3", "animatelcm", "sdxl", "hotshotxl"])
-def test_a_module_with_zero_output_is_an_exact_identity(motion_folders, sd15, sdxl, version):
+def test_a_module_with_zero_output_is_an_exact_identity(motion_folders, sd15_mini, sdxl, version):
     """Each module returns its input bitwise (in its memory layout), so the whole model predicts bitwise what the
     image model does."""
-    base = base_for(version, sd15, sdxl)
+    base = base_for(version, sd15_mini, sdxl)
     zero = seeded_motion_module(base.model.diffusion_model, version, seed=2, zero_output=True)
     motion = load(save(motion_folders.modules, "zero.safetensors", zero))
     generator = torch.Generator().manual_seed(1)
@@ -134,11 +124,11 @@ def test_the_inflated_model_computes_what_animatediff_computes(motion_folders, v
     assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-6
 
 
-def test_videos_in_one_batch_never_mix(motion_folders, sd15):
+def test_videos_in_one_batch_never_mix(motion_folders, sd15_mini):
     motion = load(save(motion_folders.modules, "mm.safetensors", seeded_motion_module(
-        sd15.model.diffusion_model, "v2", seed=1)))
-    inflated = inflate(sd15, motion, attention="sparse_causal", temporal_layers=True)
-    x, context, _ = inputs(sd15, frames=4, videos=2, seed=7)
+        sd15_mini.model.diffusion_model, "v2", seed=1)))
+    inflated = inflate(sd15_mini, motion, attention="sparse_causal", temporal_layers=True)
+    x, context, _ = inputs(sd15_mini, frames=4, videos=2, seed=7)
     changed = x.clone()
     changed[4:] += 1.0
     first, second = predict(inflated, x, context, 2), predict(inflated, changed, context, 2)
@@ -150,42 +140,42 @@ def test_videos_in_one_batch_never_mix(motion_folders, sd15):
     assert (predict(inflated, changed, context, 2)[0] - first[0]).abs().max() > 1e-3
 
 
-def test_the_base_model_and_the_loaded_module_stay_bitwise(motion_folders, sd15):
-    state = seeded_motion_module(sd15.model.diffusion_model, "v3", seed=1)
+def test_the_base_model_and_the_loaded_module_stay_bitwise(motion_folders, sd15_mini):
+    state = seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1)
     motion = load(save(motion_folders.modules, "mm.safetensors", state))
     lora = seeded_motion_lora(state, rank=4, seed=2)
     save(motion_folders.loras, "lora.safetensors", lora)
     with_lora = load("mm.safetensors", "lora.safetensors", 0.5)
-    before = {key: value.clone() for key, value in sd15.model.state_dict().items()}
-    x, context, _ = inputs(sd15, frames=4, videos=1, seed=8)
-    image = predict(sd15, x, context, 1)
-    predict(inflate(sd15, with_lora), x, context, 1)
-    assert torch.equal(predict(sd15, x, context, 1), image)
-    for key, value in sd15.model.state_dict().items():
+    before = {key: value.clone() for key, value in sd15_mini.model.state_dict().items()}
+    x, context, _ = inputs(sd15_mini, frames=4, videos=1, seed=8)
+    image = predict(sd15_mini, x, context, 1)
+    predict(inflate(sd15_mini, with_lora), x, context, 1)
+    assert torch.equal(predict(sd15_mini, x, context, 1), image)
+    for key, value in sd15_mini.model.state_dict().items():
         assert torch.equal(value, before[key]), key
     for key, value in motion.patcher.model.state_dict().items():
         assert torch.equal(value, state[key].to(value.dtype)), key
 
 
-def test_a_motion_lora_adds_strength_times_up_down_as_animatediff_merges_it(motion_folders, sd15):
-    state = seeded_motion_module(sd15.model.diffusion_model, "v2", seed=1)
+def test_a_motion_lora_adds_strength_times_up_down_as_animatediff_merges_it(motion_folders, sd15_mini):
+    state = seeded_motion_module(sd15_mini.model.diffusion_model, "v2", seed=1)
     lora = seeded_motion_lora(state, rank=8, seed=2)
     save(motion_folders.modules, "mm.safetensors", state)
     save(motion_folders.loras, "lora.safetensors", lora)
     save(motion_folders.modules, "merged.safetensors", merge_motion_lora(state, lora, strength=0.7))
-    x, context, _ = inputs(sd15, frames=4, videos=1, seed=9)
-    patched = predict(inflate(sd15, load("mm.safetensors", "lora.safetensors", 0.7)), x, context, 1)
-    merged = predict(inflate(sd15, load("merged.safetensors")), x, context, 1)
-    plain = predict(inflate(sd15, load("mm.safetensors")), x, context, 1)
+    x, context, _ = inputs(sd15_mini, frames=4, videos=1, seed=9)
+    patched = predict(inflate(sd15_mini, load("mm.safetensors", "lora.safetensors", 0.7)), x, context, 1)
+    merged = predict(inflate(sd15_mini, load("merged.safetensors")), x, context, 1)
+    plain = predict(inflate(sd15_mini, load("mm.safetensors")), x, context, 1)
     torch.testing.assert_close(patched, merged, rtol=1e-5, atol=1e-5)
     assert (patched - plain).abs().max() > 1e-3
 
 
-def test_more_frames_than_the_position_table_is_refused_naming_the_limit(motion_folders, sd15):
+def test_more_frames_than_the_position_table_is_refused_naming_the_limit(motion_folders, sd15_mini):
     motion = load(save(motion_folders.modules, "mm_v1.safetensors", seeded_motion_module(
-        sd15.model.diffusion_model, "v1", seed=1)))
-    inflated = inflate(sd15, motion, groupnorm="per_video")
-    x, context, _ = inputs(sd15, frames=25, videos=1, seed=1)
+        sd15_mini.model.diffusion_model, "v1", seed=1)))
+    inflated = inflate(sd15_mini, motion, groupnorm="per_video")
+    x, context, _ = inputs(sd15_mini, frames=25, videos=1, seed=1)
     with pytest.raises(TAVInputError, match=r"Inflate UNet.*24 frames.*25 frames.*Context Windows"):
         predict(inflated, x, context, 1)
 
@@ -220,23 +210,23 @@ def write_pickle_with_code(folder, name: str) -> str:
         key: value for key, value in state.items() if "down_blocks.1." not in key}),
      "down_blocks are numbered"),
 ])
-def test_files_that_are_no_motion_module_are_named(motion_folders, sd15, make, message):
-    state = seeded_motion_module(sd15.model.diffusion_model, "v3", seed=1)
+def test_files_that_are_no_motion_module_are_named(motion_folders, sd15_mini, make, message):
+    state = seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1)
     name = make(motion_folders.modules, state)
     with pytest.raises(TAVInputError, match=f"TAV Load Motion Module: input 'motion_module': {name}.*{message}"):
         load(name)
 
 
-def test_a_ckpt_of_plain_tensors_loads_through_the_weights_only_loader(motion_folders, sd15):
-    state = seeded_motion_module(sd15.model.diffusion_model, "v3", seed=1)
+def test_a_ckpt_of_plain_tensors_loads_through_the_weights_only_loader(motion_folders, sd15_mini):
+    state = seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1)
     torch.save({"state_dict": state}, motion_folders.modules / "v3_sd15_mm.ckpt")
     motion = load("v3_sd15_mm.ckpt")
     assert motion.spec.version == MotionVersion.V3
 
 
-def test_a_module_for_another_model_is_refused_naming_module_version_and_model(motion_folders, sd15, sdxl):
+def test_a_module_for_another_model_is_refused_naming_module_version_and_model(motion_folders, sd15_mini, sdxl):
     name = save(motion_folders.modules, "mm_sd15.safetensors", seeded_motion_module(
-        sd15.model.diffusion_model, "v2", seed=1))
+        sd15_mini.model.diffusion_model, "v2", seed=1))
     with pytest.raises(TAVInputError, match=r"Inflate UNet: input 'motion_module': mm_sd15.safetensors "
                                             r"\(AnimateDiff v2 \(SD1.x.*does not fit this MODEL, a SDXL UNet"):
         inflate(sdxl, load(name))
@@ -246,14 +236,14 @@ def test_a_module_for_another_model_is_refused_naming_module_version_and_model(m
         inflate(wide, load(save(motion_folders.modules, "mm_xl.safetensors", narrow_state)))
 
 
-def test_a_motion_lora_for_another_module_is_refused(motion_folders, sd15):
-    v2 = seeded_motion_module(sd15.model.diffusion_model, "v2", seed=1)
-    save(motion_folders.modules, "v3.safetensors", seeded_motion_module(sd15.model.diffusion_model, "v3", seed=1))
+def test_a_motion_lora_for_another_module_is_refused(motion_folders, sd15_mini):
+    v2 = seeded_motion_module(sd15_mini.model.diffusion_model, "v2", seed=1)
+    save(motion_folders.modules, "v3.safetensors", seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1))
     save(motion_folders.loras, "v2_lora.safetensors", seeded_motion_lora(v2, rank=4, seed=1))
     with pytest.raises(TAVInputError, match="input 'motion_lora': v2_lora.safetensors.*made for another motion "
                                             "module.*no mid_block"):
         load("v3.safetensors", "v2_lora.safetensors")
-    bad_rank = seeded_motion_lora(seeded_motion_module(sd15.model.diffusion_model, "v3", seed=1), rank=4, seed=1)
+    bad_rank = seeded_motion_lora(seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1), rank=4, seed=1)
     key = next(key for key in bad_rank if key.endswith("to_q_lora.up.weight"))
     bad_rank[key] = bad_rank[key][:, :2]
     save(motion_folders.loras, "broken.safetensors", bad_rank)
@@ -261,12 +251,12 @@ def test_a_motion_lora_for_another_module_is_refused(motion_folders, sd15):
         load("v3.safetensors", "broken.safetensors")
 
 
-def test_a_tuned_video_longer_than_the_table_is_refused_before_tuning(motion_folders, sd15):
+def test_a_tuned_video_longer_than_the_table_is_refused_before_tuning(motion_folders, sd15_mini):
     from comfyui_tune_a_video.nodes.one_shot_tune import OneShotTune
     from tav_dev.tiny_models import text_cond
 
-    inflated = inflate(sd15, load(save(motion_folders.modules, "v1.safetensors", seeded_motion_module(
-        sd15.model.diffusion_model, "v1", seed=1))))
+    inflated = inflate(sd15_mini, load(save(motion_folders.modules, "v1.safetensors", seeded_motion_module(
+        sd15_mini.model.diffusion_model, "v1", seed=1))))
     latents = {"samples": torch.zeros(25, 4, SIZE, SIZE)}
     with pytest.raises(TAVInputError, match=r"One-Shot Tune: input 'latents'.*24 frames.*25 frames"):
         OneShotTune.execute(inflated, latents, text_cond("sd1", 1), 1, 1e-4, 0, "blocks", "auto")

@@ -16,23 +16,17 @@ from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.motion_module_file import read_motion_lora
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors, save_atomically
 from tav_dev.motion_module_files import seeded_motion_module
-from tav_dev.tiny_models import full_unet
 from tav_dev.unet_harness import apply_unet, load_for_inference
 
 FRAMES, SIZE, SIGMA, RANK = 4, 8, 2.0, 4
 TEXT_WIDTH = 64  # sd15_mini's
 
 
-@pytest.fixture(scope="module")
-def sd15():
-    return full_unet("sd15_mini", seed=3, dtype=torch.float32)
-
-
 @pytest.fixture
-def modules(motion_folders, sd15):
+def modules(motion_folders, sd15_mini):
     """v3- and v2-shaped modules for sd15_mini in the motion folder."""
     for version in ("v3", "v2"):
-        state = seeded_motion_module(sd15.model.diffusion_model, version, seed=1)
+        state = seeded_motion_module(sd15_mini.model.diffusion_model, version, seed=1)
         save_atomically(motion_folders.modules / f"mm_{version}.safetensors", state, {})
     return motion_folders
 
@@ -68,13 +62,14 @@ def predict(model) -> torch.Tensor:
     return apply_unet(model, moving_square()["samples"], SIGMA, context, [0])
 
 
-def test_a_motion_lora_learns_from_identity_and_leaves_the_module_untouched(modules, sd15):
+def test_a_motion_lora_learns_from_identity_and_leaves_the_module_untouched(modules, sd15_mini):
     motion = load("mm_v3.safetensors")
     before = {key: value.clone() for key, value in motion.patcher.model.state_dict().items()}
-    model = inflate(sd15, motion)
+    model = inflate(sd15_mini, motion)
     untuned = predict(model)
     tuned, weights, _ = tune(model)
-    projections = [key for key in before if key.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"))]
+    ends = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")
+    projections = [key for key in before if key.endswith(ends)]
     assert sorted(weights.motion_lora) == sorted(projections)
     lora = weights.motion_lora[projections[0]]
     assert lora.down.shape[0] == RANK and lora.up.shape[1] == RANK
@@ -88,10 +83,10 @@ def test_a_motion_lora_learns_from_identity_and_leaves_the_module_untouched(modu
         assert torch.equal(value, before[key]), key
 
 
-def test_the_same_seed_tunes_the_same_motion_lora_with_or_without_checkpointing(modules, sd15):
+def test_the_same_seed_tunes_the_same_motion_lora_with_or_without_checkpointing(modules, sd15_mini):
     """The modules after ResBlocks see no sampling options: recomputation must restore the video layout; the
     LoRA's random start comes from the seed."""
-    model = inflate(sd15, load("mm_v2.safetensors"))
+    model = inflate(sd15_mini, load("mm_v2.safetensors"))
     runs = [tune(model, checkpointing=scope)[1] for scope in ("blocks", "off", "off")]
     for run in runs[1:]:
         assert run.info["final_loss"] == runs[0].info["final_loss"]
@@ -99,9 +94,9 @@ def test_the_same_seed_tunes_the_same_motion_lora_with_or_without_checkpointing(
             torch.testing.assert_close(run.motion_lora[key].up, lora.up, rtol=1e-5, atol=1e-6)
 
 
-def test_full_and_frozen_motion_training(modules, sd15):
+def test_full_and_frozen_motion_training(modules, sd15_mini):
     motion = load("mm_v3.safetensors")
-    model = inflate(sd15, motion)
+    model = inflate(sd15_mini, motion)
     _, full, _ = tune(model, "full", steps=2)
     parameters = dict(motion.patcher.model.named_parameters())
     assert sorted(full.motion_deltas) == sorted(parameters) and not full.motion_lora
@@ -112,9 +107,9 @@ def test_full_and_frozen_motion_training(modules, sd15):
     assert not motion_patcher_of(frozen_model).patches
 
 
-def test_the_motion_lora_round_trips_through_animatediffs_file_layout(modules, sd15):
+def test_the_motion_lora_round_trips_through_animatediffs_file_layout(modules, sd15_mini):
     motion = load("mm_v3.safetensors")
-    model = inflate(sd15, motion)
+    model = inflate(sd15_mini, motion)
     tuned, weights, _ = tune(model)
     SaveTunedWeights.execute(weights, "square_motion", "fp32", format="animatediff_motion_lora")
     path = modules.loras / "square_motion.safetensors"
@@ -123,37 +118,39 @@ def test_the_motion_lora_round_trips_through_animatediffs_file_layout(modules, s
     assert metadata["motion_version"] == "v3" and metadata["rank"] == str(RANK)
     assert read_motion_lora(tensors).keys() == weights.motion_lora.keys()
     # The file, loaded as a motion LoRA on the same module, gives the tuned model's prediction (with its to_q deltas).
-    with_lora = inflate(sd15, load("mm_v3.safetensors", "square_motion.safetensors"))
+    with_lora = inflate(sd15_mini, load("mm_v3.safetensors", "square_motion.safetensors"))
     rebuilt = apply_tuned_weights(with_lora, dataclasses.replace(weights, motion_lora={}, motion=None))
     torch.testing.assert_close(predict(rebuilt), predict(tuned), rtol=1e-5, atol=1e-5)
 
 
-def test_the_tuned_weights_file_records_the_motion_module(modules, sd15, weights_folder, caplog):
+def test_the_tuned_weights_file_records_the_motion_module(modules, sd15_mini, weights_folder, caplog):
     motion = load("mm_v3.safetensors")
-    tuned, weights, _ = tune(inflate(sd15, motion))
+    tuned, weights, _ = tune(inflate(sd15_mini, motion))
     SaveTunedWeights.execute(weights, "square", "fp32")
     expected = predict(tuned)
-    loaded, _ = LoadTunedWeights.execute(sd15, "square.safetensors", False, motion_module=load("mm_v3.safetensors"))
+    same = load("mm_v3.safetensors")
+    loaded, _ = LoadTunedWeights.execute(sd15_mini, "square.safetensors", False, motion_module=same)
     torch.testing.assert_close(predict(loaded), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(TAVInputError, match="input 'motion_module'.*tuned with the motion module mm_v3.*has none"):
-        LoadTunedWeights.execute(sd15, "square.safetensors", False)
+        LoadTunedWeights.execute(sd15_mini, "square.safetensors", False)
     other = load("mm_v2.safetensors")
     with pytest.raises(TAVInputError, match="input 'motion_module'.*tuned with the motion module mm_v3.*carries mm_v2"):
-        LoadTunedWeights.execute(sd15, "square.safetensors", False, motion_module=other)
+        LoadTunedWeights.execute(sd15_mini, "square.safetensors", False, motion_module=other)
     with pytest.raises(TAVInputError, match="input 'motion_module'.*already inflated"):
-        LoadTunedWeights.execute(inflate(sd15, motion), "square.safetensors", False, motion_module=motion)
+        LoadTunedWeights.execute(inflate(sd15_mini, motion), "square.safetensors", False, motion_module=motion)
 
 
-def test_saving_a_motion_lora_without_one_is_refused(modules, sd15):
-    _, weights, _ = tune(inflate(sd15, load("mm_v3.safetensors")), "frozen", steps=1)
+def test_saving_a_motion_lora_without_one_is_refused(modules, sd15_mini):
+    _, weights, _ = tune(inflate(sd15_mini, load("mm_v3.safetensors")), "frozen", steps=1)
     with pytest.raises(TAVInputError, match="TAV Save Tuned Weights: input 'tuned_weights'.*no motion LoRA"):
         SaveTunedWeights.execute(weights, "nothing", "fp16", format="animatediff_motion_lora")
     assert not list(modules.loras.iterdir())
 
 
-def test_a_mismatched_motion_module_is_applied_when_allowed(modules, sd15, weights_folder, caplog):
-    tune(inflate(sd15, load("mm_v3.safetensors")), "frozen", steps=1, save_name="frozen")
+def test_a_mismatched_motion_module_is_applied_when_allowed(modules, sd15_mini, weights_folder, caplog):
+    tune(inflate(sd15_mini, load("mm_v3.safetensors")), "frozen", steps=1, save_name="frozen")
     with caplog.at_level(logging.WARNING):
-        loaded, _ = LoadTunedWeights.execute(sd15, "frozen.safetensors", True, motion_module=load("mm_v2.safetensors"))
+        other = load("mm_v2.safetensors")
+        loaded, _ = LoadTunedWeights.execute(sd15_mini, "frozen.safetensors", True, motion_module=other)
     assert "Applying them anyway" in caplog.text
     assert motion_patcher_of(loaded) is not None

@@ -14,6 +14,8 @@ SOURCE_VIDEO = "source_clip.mp4"
 CONTROLNET = "control_v11p_sd15_canny.pth"
 STYLE_LORA = "style_lora.safetensors"
 TUNED_WEIGHTS = "my_clip.safetensors"
+MOTION_MODULE = "mm_sd_v15_v2.safetensors"
+MOTION_LORA_NAME = "my_clip_motion"
 SOURCE_CAPTION = "a jeep car is moving on the road"
 DEMO_CLIP = "shapes_demo_arc.mp4"  # in demo_model/clips/
 DEMO_SOURCE_CAPTION = "a red circle on a blue background"
@@ -429,4 +431,45 @@ the LoRA, so the noise still describes the source clip.
     return g.workflow("tuneavideo_style_edit", [*groups, COMPARE_GROUP])
 
 
-WORKFLOWS = [demo_workflow, edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow]
+def motion_module_edit_workflow() -> Workflow:
+    """AnimateDiff's motion prior, tuned to the clip the MotionDirector way (a motion LoRA), then the usual edit."""
+    g = Graph()
+    add_inputs(g)
+    next(node for node in g.nodes if node.key == "frames").widgets["count"] = 16
+    add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
+                    (*EDIT_PROMPT, "a Porsche car is moving on the beach", 730)])
+    add_tune(g, loss_y=370, steps=300, learning_rate=1e-4, motion_training="lora", motion_rank=32)
+    inflate = next(node for node in g.nodes if node.key == "inflate")
+    inflate.widgets.update({"attention": "per_frame", "temporal_layers": False})
+    g.add(Node("motion", "TAV_LoadMotionModule", (PROMPTS_X, -140),
+               {"motion_module": MOTION_MODULE, "motion_lora": "none", "lora_strength": 1.0}, width=320),
+          Node("save_motion_lora", "TAV_SaveTunedWeights", (TUNE_OUT_X, 230), {
+              "save_name": MOTION_LORA_NAME, "precision": "fp16", "format": "animatediff_motion_lora"}, width=240))
+    g.link("motion", "motion_module", "inflate", "motion_module")
+    g.link("tune", "tuned_weights", "save_motion_lora", "tuned_weights")
+    add_invert(g)
+    g.reroute("r_model_edit", (EDIT_X - 200, 440))
+    g.reroute("r_vae_decode", (EDIT_X + 180, TOP_LANE_Y))
+    edit = add_edit(g)
+    g.reroute("r_source_frames", (850, BOTTOM_LANE_Y))
+    add_compare(g, ("frames", "IMAGE"))
+    g.add(note("about", NOTE_POS, f"""
+Motion-module edit: AnimateDiff's motion module (trained on millions of clips) inside the video
+model, one-shot tuned to your clip as a motion LoRA (MotionDirector's way), then inverted and edited.
+1. Download an AnimateDiff SD1.5 motion module, e.g. {MOTION_MODULE} (v2) or v3_sd15_mm.ckpt,
+   into ComfyUI/models/animatediff_models/ (the folder AnimateDiff-Evolved uses; .ckpt files are
+   read with torch's weights-only loader). Pick your SD1.5 checkpoint and your video.
+2. Inflate UNet runs it as AnimateDiff does (attention per_frame, no temporal layers, per-frame
+   GroupNorm; use per_video for v1 modules). Turn sparse_causal and temporal_layers on for a hybrid.
+3. Queue: the tuned motion LoRA lands in models/animatediff_motion_lora/{MOTION_LORA_NAME}.safetensors,
+   in AnimateDiff's layout (TAV Load Motion Module and AnimateDiff-Evolved read it), and the edit in
+   output/tuneavideo/. Modules have a 32-frame table (v1: 24): keep count at or below it.
+16 frames at 512x512 and 300 steps: a LoRA learns faster than the paper's to_q tuning (lr 1e-4).
+"""))
+    groups = stage_groups(edit, tune=("inflate", "tune", "loss", "save_motion_lora"))
+    groups.insert(2, {"title": "Motion module", "nodes": ["motion"]})
+    return g.workflow("tuneavideo_motion_module_edit", [*groups, COMPARE_GROUP])
+
+
+WORKFLOWS = [demo_workflow, edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow,
+             motion_module_edit_workflow]

@@ -45,6 +45,14 @@ UNET_KINDS = {
         "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
         "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
     }),
+    # SD1.5's four levels (two ResNets each, no attention at the deepest), where AnimateDiff's SD1.5 motion modules
+    # fit: 8 down and 12 up sites plus the middle block.
+    "sd15": (comfy.supported_models.SD15, comfy.model_base.ModelType.EPS, {
+        "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 1, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM,
+    }),
     # SDXL: no transformer at the top level, depth-2 transformers, ADM (pooled text + sizes) input.
     "sdxl": (comfy.supported_models.SDXL, comfy.model_base.ModelType.EPS, {
         "adm_in_channels": 2816, "num_classes": "sequential", "num_res_blocks": [1, 1, 1], "channel_mult": [1, 2, 2],

@@ -6,12 +6,20 @@
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15_mini --reference    # side by side, CPU
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 4 6 8 --size 512 \
         --steps 1 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --motion-module v2 --frames 4 6 \
+        --size 512 --steps 1 --edit-steps 0 --extrapolate-frames 16 \
+        --settings blocks+bf16+motion_lora blocks+bf16+motion_full   # with an AnimateDiff v2-shaped module
 
 --settings names the tuning settings to measure, one row each: a gradient checkpointing scope (blocks,
 transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32,
 +fp16 or +bf16 (precision; default auto: bf16 on a GPU, fp32 on the CPU), +sync (read the loss back every
 step instead of every GPU_REPORT_EVERY) or +naive_attention (ComfyUI's unfused attention instead of its
 optimised one). The first setting is the baseline of the ratio columns.
+
+--motion-module v2 (or v3, v1) injects a seeded motion module of AnimateDiff's layout for that UNet (written to
+a temporary file and read by the pack's loader), inflated the AnimateDiff way (per-frame attention, no temporal
+layers); +motion_lora (rank 32, the default), +motion_full or +motion_frozen choose One-Shot Tune's
+motion_training. The tables then also give the motion-LoRA file's size.
 
 --reference also times the public reference implementation (benchmarks/reference_worker.py, in the
 environment scripts/reference_env.sh builds) on the same architecture and sizes, and prints the ratio.
@@ -55,7 +63,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GPU_BF16_TFLOPS = 800  # dense bf16 matrix products on the lent H100 (KINDS.md: 769-798 measured)
 SCOPES = ("blocks", "transformers", "off")
-MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention")
+TINY_KINDS = {"tiny": "sd1", "sd15_tiny": "sd15"}  # tiny_unet kinds (sd15_tiny: SD1.5's levels, where modules fit)
+MOTION_TRAINING = {"motion_lora": "lora", "motion_full": "full", "motion_frozen": "frozen"}
+MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention", *MOTION_TRAINING)
 
 
 def table_line(cells, wide: int | None = None) -> str:
@@ -82,8 +92,8 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from comfyui_tune_a_video.comfy_glue import one_shot_tune
     from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
-    from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
-    from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, PrecisionChoice, TuneSettings
+    from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig
+    from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, TuneSettings
     from tav_dev.tiny_models import CONTEXT_DIM, full_unet, tiny_unet
     from torch._dynamo.utils import counters as compile_counters
 
@@ -100,12 +110,17 @@ def worker(args: argparse.Namespace) -> dict:
     )
 
     started = time.perf_counter()
-    if args.unet == "tiny":
-        base = tiny_unet("sd1", seed=0, dtype=weights_dtype)
+    if args.unet in TINY_KINDS:
+        base = tiny_unet(TINY_KINDS[args.unet], seed=0, dtype=weights_dtype)
     else:
         base = full_unet(args.unet, seed=0, dtype=weights_dtype)
-    context_dim = {"tiny": CONTEXT_DIM, "sd15_mini": 64, "sd15": 768, "sdxl": 2048}[args.unet]
-    model = inflate_model(base, InflationConfig(), "Inflate UNet")
+    context_dim = {"sd15_mini": 64, "sd15": 768, "sdxl": 2048}.get(args.unet, CONTEXT_DIM)
+    if args.motion_module == "none":
+        model = inflate_model(base, InflationConfig(), "Inflate UNet")
+    else:
+        motion = seeded_motion_module_file(base, args.motion_module, weights_dtype)
+        config = InflationConfig(attention=AttentionMode.PER_FRAME, temporal_layers=False)
+        model = inflate_model(base, config, "Inflate UNet", motion)
     build_s = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(0)
@@ -128,6 +143,7 @@ def worker(args: argparse.Namespace) -> dict:
         steps=args.steps, learning_rate=3e-5, seed=0, gradient_checkpointing=CheckpointScope(scope),
         precision=PrecisionChoice(precision), compile="compile" in modifiers,
         channels_last="channels_last" in modifiers,
+        motion_training=MotionTraining(next((MOTION_TRAINING[m] for m in modifiers if m in MOTION_TRAINING), "lora")),
     )
     # Every node runs under torch.inference_mode in ComfyUI's executor (One-Shot Tune leaves it for training);
     # outside it sampling would record autograd graphs through the trainable temporal layers.
@@ -166,6 +182,7 @@ def worker(args: argparse.Namespace) -> dict:
         "step_tflop": step_flops / 1e12,
         **memory,
         "weights_file_bytes": weights_file_bytes(result.weights),
+        "motion_lora_file_bytes": motion_lora_file_bytes(result.weights),
         "device": str(device),
         **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],
             "graph_breaks": sum(compile_counters["graph_break"].values())} if "compile" in modifiers else {}),
@@ -189,6 +206,33 @@ def counting_host_syncs(times: list[float]):
             yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def seeded_motion_module_file(base, version: str, dtype):
+    """A seeded motion module of AnimateDiff's layout for `base`, through the pack's own file loader."""
+    from comfyui_tune_a_video.comfy_glue.motion_loading import load_motion_module
+    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
+    from tav_dev.motion_module_files import seeded_motion_module
+
+    state = seeded_motion_module(base.model.diffusion_model, version, seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"mm_{version}.safetensors"
+        save_atomically(path, {key: value.to(dtype) for key, value in state.items()}, {})
+        return load_motion_module(path, path.name)
+
+
+def motion_lora_file_bytes(weights) -> int | None:
+    """Size of the motion-LoRA file TAV Save Tuned Weights writes (fp16), or None without a motion LoRA."""
+    import torch
+    from comfyui_tune_a_video.tav_core.tuned_weights_file import motion_lora_file_contents
+    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
+
+    if not weights.motion_lora:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "motion_lora.safetensors"
+        save_atomically(path, *motion_lora_file_contents(weights, torch.float16))
+        return path.stat().st_size
 
 
 def weights_file_bytes(weights) -> int:
@@ -334,7 +378,9 @@ def unet_batches(model):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--unet", choices=["tiny", "sd15_mini", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--unet", choices=[*TINY_KINDS, "sd15_mini", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--motion-module", choices=["none", "v1", "v2", "v3"], default="none",
+                        help="inject a seeded AnimateDiff motion module of this version (SD1.5-shaped UNets)")
     parser.add_argument("--frames", type=int, nargs="+", default=[8])
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="pixel resolution (latent = size / 8)")
     parser.add_argument("--steps", type=int, default=12)
@@ -371,7 +417,7 @@ def main() -> None:
                     sys.executable, __file__, "--worker", "--unet", args.unet, "--frames", str(frames),
                     "--size", str(size), "--steps", str(args.steps), "--setting", setting,
                     "--repeats", str(args.repeats), "--edit-steps", str(args.edit_steps if index == 0 else 0),
-                    "--weights", args.weights,
+                    "--weights", args.weights, "--motion-module", args.motion_module,
                     *(["--gpu"] if args.gpu else []),
                 ]
                 finished = subprocess.run(command, capture_output=True, text=True)
@@ -408,10 +454,12 @@ def main() -> None:
             *((f"{result['syncs_per_step']:.2f}",) if on_gpu else ()),
         )
         print(table_line(cells, wide=2))
-    if measured:
-        size_bytes = measured[0][3]["weights_file_bytes"]
-        print(f"Tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
-              f"({size_bytes / 2**20:.1f} MiB)")
+    for _, _, setting, result, _ in measured[:len(args.settings)]:
+        size_bytes, lora_bytes = result["weights_file_bytes"], result["motion_lora_file_bytes"]
+        print(f"{setting}: tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
+              f"({size_bytes / 2**20:.1f} MiB)" + (
+                  f"; motion-LoRA file (fp16): {lora_bytes / 1e6:.1f} MB ({lora_bytes / 2**20:.1f} MiB)"
+                  if lora_bytes else ""))
 
     print_memory_fit(args, measured)
     if args.reference:

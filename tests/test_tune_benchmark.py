@@ -108,7 +108,7 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     speed_x, memory_x = float(tune_rows[1][9]), float(tune_rows[1][10])
     assert abs(speed_x - float(tune_rows[0][3]) / float(tune_rows[1][3])) < 0.02 * speed_x + 0.01
     assert abs(memory_x - float(tune_rows[1][8]) / float(tune_rows[0][8])) < 0.1 * memory_x
-    assert "Tuned-weights file (fp16" in output
+    assert "blocks: tuned-weights file (fp16" in output and "motion-LoRA file" not in output
 
     edit_rows = [row for frames in ("2", "3") for row in table_rows(output, frames) if len(row) == 10]
     assert len(edit_rows) == 2
@@ -139,3 +139,24 @@ def test_smoke_table_on_a_host_without_pyav(tmp_path):
     # layer's temporaries per batch frame; checkpointed tuning keeps every block's input and one block's
     # activations for backward: less per frame than even the blocks scope.
     assert per_batch_frame < float(fits[0][3])
+
+
+def test_motion_module_rows_count_what_each_motion_training_keeps(tmp_path):
+    """A seeded v2 module on SD1.5's levels (tiny width): full training keeps fp32 deltas, gradients and AdamW
+    moments of every module weight, a rank-4 LoRA only its small factors; the LoRA's file size is reported."""
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--unet", "sd15_tiny", "--motion-module", "v2",
+        "--frames", "2", "--steps", "2", "--edit-steps", "0", "--settings", "blocks+motion_lora", "blocks+motion_full",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = {
+        line.split(", ")[1].split(":")[0]: json.loads(line.split(": ", 1)[1])
+        for line in finished.stdout.splitlines() if line.startswith("measured ")
+    }
+    lora, full = results["blocks+motion_lora"], results["blocks+motion_full"]
+    assert lora["motion_lora_file_bytes"] > 0 and full["motion_lora_file_bytes"] is None
+    assert full["weights_file_bytes"] > 2 * lora["weights_file_bytes"]  # every module weight's delta travels
+    assert full["peak_mb"] > lora["peak_mb"]
+    assert "blocks+motion_lora: tuned-weights file (fp16" in finished.stdout and "motion-LoRA file (fp16)" in (
+        finished.stdout)

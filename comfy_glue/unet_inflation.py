@@ -8,7 +8,9 @@ Nothing in the user's model changes: the clone carries
 - object patches on the ResNet/final GroupNorms for per-video statistics, plus a diffusion-model
   wrapper that tells them how the batch splits into videos,
 - the temporal layers themselves, in their own ModelPatcher attached as an additional model so
-  ComfyUI loads and offloads them with the UNet.
+  ComfyUI loads and offloads them with the UNet;
+- with a motion module, the patches that run AnimateDiff's modules after their layers and the modules'
+  own ModelPatcher (comfy_glue.motion_injection).
 Object patches are applied only while this clone is loaded and are undone when another clone loads.
 """
 

@@ -74,6 +74,11 @@ def what_else(keys: list[str]) -> str:
     """A guess at what a file that is no motion module is, for the error message."""
     if any(_LORA_KEY.match(key) for key in keys):
         return "it is a motion LoRA: choose it as motion_lora"
+    if any(".motion_modules." in key for key in keys):
+        return (
+            "its motion-module keys are in another layout (diffusers' MotionAdapter?): use the original AnimateDiff "
+            "file"
+        )
     if any(key.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")) for key in keys):
         return "it looks like a Stable Diffusion checkpoint: load it with Load Checkpoint"
     if any("lora_" in key or ".lora." in key for key in keys):

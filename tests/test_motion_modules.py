@@ -70,7 +70,9 @@ def test_the_version_is_read_from_the_keys(motion_folders, sd15_mini, sdxl, vers
     assert version in motion.describe()
 
 
-@pytest.mark.parametrize(("version", "modules"), [("v1", 20), ("v2", 21), ("v3", 20), ("sdxl", 9), ("hotshotxl", 9)])
+@pytest.mark.parametrize(("version", "modules"), [
+    ("v1", 20), ("v2", 21), ("v3", 20), ("animatelcm", 21), ("sdxl", 9), ("hotshotxl", 9),
+])
 def test_one_module_follows_each_layer_animatediff_names(motion_folders, sd15_mini, sdxl, version, modules):
     """8 + 12 on an SD1.5-shaped UNet (plus the middle block for v2); the tiny SDXL-shaped UNet has one ResNet
     per level: 3 down + 6 up."""
@@ -88,7 +90,7 @@ def test_one_module_follows_each_layer_animatediff_names(motion_folders, sd15_mi
     assert first.path.endswith("input_blocks.1.1" if version not in SDXL_VERSIONS else "input_blocks.1.0")
 
 
-@pytest.mark.parametrize("version", ["v2", "v3", "animatelcm", "sdxl", "hotshotxl"])
+@pytest.mark.parametrize("version", MOTION_VERSIONS)
 def test_a_module_with_zero_output_is_an_exact_identity(motion_folders, sd15_mini, sdxl, version):
     """Each module returns its input bitwise (in its memory layout), so the whole model predicts bitwise what the
     image model does."""
@@ -191,7 +193,7 @@ class RunsCode:
 
 
 def write_pickle_with_code(folder, name: str) -> str:
-    data = pickle.dumps({"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": RunsCode()})
+    data = pickle.dumps({"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": RunsCode()}, protocol=2)
     return write(folder, name, data)
 
 
@@ -202,6 +204,9 @@ def write_pickle_with_code(folder, name: str) -> str:
      "not a motion module.*image LoRA"),
     (lambda folder, state: save(folder, "motion_lora.safetensors", seeded_motion_lora(state, rank=2, seed=0)),
      "motion LoRA: choose it as motion_lora"),
+    (lambda folder, state: save(folder, "adapter.safetensors", {
+        "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.weight": torch.ones(2, 2)}),
+     "another layout .diffusers' MotionAdapter"),
     (lambda folder, state: write(folder, "cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{"),
      "not a readable safetensors file"),
     (lambda folder, state: write(folder, "cut.ckpt", b"PK\x03\x04 truncated"), "not a readable torch file"),
@@ -260,3 +265,17 @@ def test_a_tuned_video_longer_than_the_table_is_refused_before_tuning(motion_fol
     latents = {"samples": torch.zeros(25, 4, SIZE, SIZE)}
     with pytest.raises(TAVInputError, match=r"One-Shot Tune: input 'latents'.*24 frames.*25 frames"):
         OneShotTune.execute(inflated, latents, text_cond("sd1", 1), 1, 1e-4, 0, "blocks", "auto")
+
+
+def test_a_half_precision_file_runs_in_the_models_dtype(motion_folders, sd15_mini):
+    """Released modules are fp16: kept so (one copy in memory), their weights cast per call to the UNet's dtype."""
+    state = seeded_motion_module(sd15_mini.model.diffusion_model, "v2", seed=1)
+    half = load(save(motion_folders.modules, "half.safetensors", {key: value.half() for key, value in state.items()}))
+    assert {value.dtype for value in half.patcher.model.state_dict().values()} == {torch.float16}
+    rounded = {key: value.half().float() for key, value in state.items()}
+    full = load(save(motion_folders.modules, "rounded.safetensors", rounded))
+    x, context, _ = inputs(sd15_mini, frames=4, videos=1, seed=2)
+    torch.testing.assert_close(
+        predict(inflate(sd15_mini, half), x, context, 1), predict(inflate(sd15_mini, full), x, context, 1),
+        rtol=1e-4, atol=1e-4,
+    )

@@ -237,3 +237,39 @@ def test_loading_needs_a_comfy_aimdo_device():
     with pytest.raises(RuntimeError, match="comfy-aimdo device 0 is not initialized"):
         model.load(GPU)
     model.unpatch_model()
+
+
+def test_motion_modules_load_and_run_alike_under_dynamic_vram(monkeypatch, tmp_path):
+    """A motion module is built from comfy.ops layers and filled from its file: with the aimdo flag its weights must
+    still exist in the file's values and dtype, its patches must sit on the dynamic clone, and a tune then a sample
+    must come out as without the flag."""
+    from comfyui_tune_a_video.comfy_glue.motion_injection import MotionAfter, motion_patcher_of
+    from comfyui_tune_a_video.comfy_glue.motion_loading import load_motion_module
+    from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode
+    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
+    from tav_dev.motion_module_files import seeded_motion_module
+
+    path = tmp_path / "mm_v2.safetensors"
+    state = {k: v.half() for k, v in seeded_motion_module(tiny_unet("sd15").model.diffusion_model, "v2", 1).items()}
+    save_atomically(path, state, {})
+    frames, size = 4, 8
+    x = torch.randn(frames, 4, size, size, generator=torch.Generator().manual_seed(3))
+    positive, negative = text_cond("sd1", 1), text_cond("sd1", 2)
+    config = InflationConfig(attention=AttentionMode.PER_FRAME, temporal_layers=False)
+    results = {}
+    for dynamic in (False, True):
+        # The UNets' weights in place before the flag, as a loaded checkpoint has them.
+        base, plain_base = Dynamic(tiny_unet("sd15").model, load_device=GPU, offload_device=CPU), tiny_unet("sd15")
+        monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", dynamic)
+        motion = load_motion_module(path, path.name)
+        loaded = motion.patcher.model.state_dict()
+        assert all(torch.equal(loaded[key], value) for key, value in state.items())
+        on_gpu = inflate_model(base, config, "Inflate UNet", motion)
+        assert type(on_gpu) is Dynamic and motion_patcher_of(on_gpu) is motion.patcher
+        assert sum(isinstance(p, MotionAfter) for p in on_gpu.object_patches.values()) == 21
+        video = inflate_model(plain_base, config, "Inflate UNet", motion)
+        settings = TuneSettings(steps=1, learning_rate=1e-3, motion_rank=2)
+        tuned = tune(video, {"samples": x}, positive, settings, "One-Shot Tune").model
+        results[dynamic] = denoise_via_sampler(tuned, x, 2.0, positive, negative, 2.0)
+        monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", False)
+    torch.testing.assert_close(results[True], results[False])

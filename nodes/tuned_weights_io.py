@@ -19,13 +19,13 @@ from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
 from ..tav_core.weights_file import WeightsFileError, file_signature
 from .common import CATEGORY, MOTION_MODULE, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
-from .weights_in_prompt import MOTION_LORA_FORMAT, TUNED_WEIGHTS_FORMAT, refuse_save_and_load_together
+from .weights_in_prompt import MOTION_LORA_FORMAT, PACK_FORMAT, refuse_save_and_load_together
 
 SAVE_NODE = "TAV Save Tuned Weights"
 LOAD_NODE = "TAV Load Tuned Weights"
 
 
-SAVE_FOLDERS = {TUNED_WEIGHTS_FORMAT: TUNED_WEIGHTS_FOLDER, MOTION_LORA_FORMAT: MOTION_LORA_FOLDER}
+SAVE_FOLDERS = {PACK_FORMAT: TUNED_WEIGHTS_FOLDER, MOTION_LORA_FORMAT: MOTION_LORA_FOLDER}
 
 
 def checked_save_path(node: str, name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
@@ -52,16 +52,19 @@ class SaveTunedWeights(io.ComfyNode):
                 TUNED_WEIGHTS.Input("tuned_weights", tooltip="The tuned_weights output of One-Shot Tune."),
                 io.String.Input(
                     "save_name", default="clip",
-                    tooltip="File name inside models/tuneavideo/ ('.safetensors' is added); '/' makes sub-folders.",
+                    tooltip=(
+                        "File name inside the format's folder, models/tuneavideo/ (or models/animatediff_motion_lora/)"
+                        "; '.safetensors' is added, '/' makes sub-folders."
+                    ),
                 ),
                 io.Combo.Input(
                     "precision", options=list(SAVE_PRECISIONS), default="fp16",
                     tooltip="fp16 halves the file with no visible difference; fp32 keeps the tuned values exactly.",
                 ),
                 io.Combo.Input(
-                    "format", options=list(SAVE_FOLDERS), default=TUNED_WEIGHTS_FORMAT,
+                    "format", options=list(SAVE_FOLDERS), default=PACK_FORMAT,
                     tooltip=(
-                        "tuned_weights: everything tuned, to models/tuneavideo/ (for TAV Load Tuned Weights). "
+                        "pack: everything tuned, to models/tuneavideo/ (for TAV Load Tuned Weights). "
                         "animatediff_motion_lora: the tuned motion LoRA alone, in AnimateDiff's motion-LoRA layout, "
                         "to models/animatediff_motion_lora/, where AnimateDiff-Evolved's and this pack's motion "
                         "LoRA loaders find it (tune with a motion module and motion_training lora)."
@@ -76,12 +79,12 @@ class SaveTunedWeights(io.ComfyNode):
     def validate_inputs(cls, save_name: str | None = None, format: str | None = None) -> bool | str:
         if save_name is None:
             return True
-        folder = SAVE_FOLDERS.get(format or TUNED_WEIGHTS_FORMAT, TUNED_WEIGHTS_FOLDER)
+        folder = SAVE_FOLDERS.get(format or PACK_FORMAT, TUNED_WEIGHTS_FOLDER)
         return validation_result(lambda: checked_save_path(SAVE_NODE, save_name, folder))
 
     @classmethod
     def execute(
-        cls, tuned_weights, save_name: str, precision: str, format: str = TUNED_WEIGHTS_FORMAT
+        cls, tuned_weights, save_name: str, precision: str, format: str = PACK_FORMAT
     ) -> io.NodeOutput:
         folder = SAVE_FOLDERS[format]
         checked_save_path(SAVE_NODE, save_name, folder)
@@ -92,7 +95,7 @@ class SaveTunedWeights(io.ComfyNode):
                 save_motion_lora(tuned_weights, save_name, dtype)
             except ValueError as error:
                 raise TAVInputError(
-                    SAVE_NODE, "tuned_weights", f"{error}.", "Save with format tuned_weights instead."
+                    SAVE_NODE, "tuned_weights", f"{error}.", "Save with format pack instead."
                 ) from error
         else:
             save_tuned_weights(tuned_weights, save_name, dtype)

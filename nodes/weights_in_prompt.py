@@ -11,7 +11,7 @@ from ..comfy_glue.model_folders import MOTION_LORA_FOLDER, TUNED_WEIGHTS_FOLDER,
 from ..tav_core.errors import TAVInputError
 
 SAVE_FORMAT_INPUT = "format"
-TUNED_WEIGHTS_FORMAT = "tuned_weights"
+PACK_FORMAT = "pack"
 MOTION_LORA_FORMAT = "animatediff_motion_lora"
 
 
@@ -29,7 +29,7 @@ class FileInput:
         inputs = node.get("inputs", {})
         if node.get("class_type") != self.class_type:
             return None
-        if self.format is not None and inputs.get(SAVE_FORMAT_INPUT, TUNED_WEIGHTS_FORMAT) != self.format:
+        if self.format is not None and inputs.get(SAVE_FORMAT_INPUT, PACK_FORMAT) != self.format:
             return None
         name = inputs.get(self.input_name)
         if not isinstance(name, str) or not name.strip():
@@ -42,7 +42,7 @@ class FileInput:
 
 FILE_INPUTS = (
     FileInput("TAV_OneShotTune", "save_name", TUNED_WEIGHTS_FOLDER, saving=True),
-    FileInput("TAV_SaveTunedWeights", "save_name", TUNED_WEIGHTS_FOLDER, saving=True, format=TUNED_WEIGHTS_FORMAT),
+    FileInput("TAV_SaveTunedWeights", "save_name", TUNED_WEIGHTS_FOLDER, saving=True, format=PACK_FORMAT),
     FileInput("TAV_SaveTunedWeights", "save_name", MOTION_LORA_FOLDER, saving=True, format=MOTION_LORA_FORMAT),
     FileInput("TAV_LoadTunedWeights", "weights_name", TUNED_WEIGHTS_FOLDER, saving=False),
     FileInput("TAV_LoadMotionModule", "motion_lora", MOTION_LORA_FOLDER, saving=False),

@@ -154,3 +154,26 @@ def test_a_mismatched_motion_module_is_applied_when_allowed(modules, sd15_mini, 
         loaded, _ = LoadTunedWeights.execute(sd15_mini, "frozen.safetensors", True, motion_module=other)
     assert "Applying them anyway" in caplog.text
     assert motion_patcher_of(loaded) is not None
+
+
+def test_a_prompt_that_saves_and_loads_one_motion_lora_is_refused(modules):
+    from types import SimpleNamespace
+
+    from comfyui_tune_a_video.comfy_glue.model_folders import MOTION_LORA_FOLDER
+    from comfyui_tune_a_video.nodes.weights_in_prompt import refuse_save_and_load_together
+
+    prompt = {
+        "5": {"class_type": "TAV_SaveTunedWeights", "inputs": {
+            "tuned_weights": ["4", 1], "save_name": "walk", "precision": "fp16", "format": "animatediff_motion_lora"}},
+        "6": {"class_type": "TAV_LoadMotionModule", "inputs": {
+            "motion_module": "mm_v3.safetensors", "motion_lora": "walk.safetensors", "lora_strength": 1.0}},
+    }
+    hidden = SimpleNamespace(prompt=prompt)
+    loading = (hidden, "TAV Load Motion Module", "motion_lora", "walk.safetensors")
+    with pytest.raises(TAVInputError, match=r"input 'motion_lora': this prompt also saves walk.safetensors \(node 5"):
+        refuse_save_and_load_together(*loading, saving=False, folder=MOTION_LORA_FOLDER)
+    with pytest.raises(TAVInputError, match=r"input 'save_name': this prompt also loads walk.safetensors \(node 6"):
+        refuse_save_and_load_together(
+            hidden, "TAV Save Tuned Weights", "save_name", "walk", saving=True, folder=MOTION_LORA_FOLDER)
+    prompt["5"]["inputs"]["format"] = "pack"  # the same name in the pack's format lands in models/tuneavideo/
+    refuse_save_and_load_together(*loading, saving=False, folder=MOTION_LORA_FOLDER)

@@ -1,13 +1,10 @@
 """Motion-module and motion-LoRA files into MOTION_MODULE values: safe loading, layout checks, LoRA patches."""
 
 import hashlib
-import pickle
-import zipfile
 from pathlib import Path
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.utils
 import torch
 from comfy.weight_adapter.lora import LoRAAdapter
 
@@ -20,36 +17,12 @@ from ..tav_core.motion_module_file import (
     read_motion_module,
 )
 from ..tav_core.tuned_weights_file import check_finite
-from ..tav_core.weights_file import WeightsFileError, load_safetensors
+from ..tav_core.weights_file import WeightsFileError
 from .layer_ops import CastingLayerOps
 from .motion_injection import MotionModule
+from .weights_loading import read_tensors
 
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 MISMATCHES_NAMED = 3
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A file's tensors: safetensors directly, anything else only through torch's weights-only loader."""
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return load_safetensors(path)[0]
-    try:
-        loaded = comfy.utils.load_torch_file(str(path), safe_load=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsFileError(
-            f"torch's weights-only loader refused it ({reason}): the file holds more than tensors, and this pack "
-            "never unpickles code. Convert it to .safetensors with a tool you trust"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as error:
-        raise WeightsFileError(
-            f"not a readable torch file ({path.stat().st_size} bytes; {type(error).__name__}: {error}): it may be "
-            "truncated or damaged"
-        ) from error
-    tensors = {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)} if isinstance(
-        loaded, dict) else {}
-    if not tensors:
-        raise WeightsFileError("it holds no tensors")
-    return tensors
 
 
 def file_dtype(tensors: dict[str, torch.Tensor]) -> torch.dtype:

@@ -1,12 +1,14 @@
 """The pack's model folders, registered with ComfyUI's folder_paths (extra_model_paths.yaml aware):
 models/tuneavideo for tuned weights, and AnimateDiff-Evolved's folders for motion modules and motion LoRAs."""
 
+import json
 import os
 from pathlib import Path
 
 import folder_paths
 import torch
 
+from ..tav_core.reference_unet import CONFIG_NAME, WEIGHTS_NAMES
 from ..tav_core.tuned_weights_file import TunedWeights, from_file_contents, motion_lora_file_contents, to_file_contents
 from ..tav_core.weights_file import (
     EXTENSION,
@@ -15,6 +17,7 @@ from ..tav_core.weights_file import (
     name_parts,
     resolve_in_folder,
     save_atomically,
+    save_folder_atomically,
 )
 
 TUNED_WEIGHTS_FOLDER = "tuneavideo"
@@ -22,6 +25,7 @@ MOTION_MODULES_FOLDER = "animatediff_models"
 MOTION_LORA_FOLDER = "animatediff_motion_lora"
 # Names are kept as listed (no extension added) in these folders, whose files may be .ckpt or .pt too.
 KEEPS_NAMES = (MOTION_MODULES_FOLDER, MOTION_LORA_FOLDER)
+REFERENCE_UNET_SUBFOLDER = "unet"  # where diffusers' from_pretrained(..., subfolder="unet") looks
 
 
 def register_folder(folder: str, extensions: set[str]) -> None:
@@ -60,13 +64,15 @@ def save_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
     return path
 
 
-def existing_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
-    """A file in one of the folder's paths; a link that leads outside its folder is refused, saying so."""
-    parts = name_parts(name, extension_of(folder))
+def existing_path(name: str, folder: str = TUNED_WEIGHTS_FOLDER, as_listed: bool = False) -> Path:
+    """A file in one of the folder's paths (`as_listed`: the name is taken as it is, no extension added); a link
+    that leads outside its folder is refused, saying so."""
+    extension = None if as_listed else extension_of(folder)
+    parts = name_parts(name, extension)
     paths = folder_paths.get_folder_paths(folder)
     for path in paths:
         if Path(path, *parts).is_file():
-            return resolve_in_folder(path, name, extension_of(folder))
+            return resolve_in_folder(path, name, extension)
     raise FileNotFoundError(f"no file named {name!r} in {', '.join(paths)}")
 
 
@@ -87,3 +93,40 @@ def save_motion_lora(weights: TunedWeights, name: str, dtype: torch.dtype) -> Pa
 def load_tuned_weights(path: Path) -> TunedWeights:
     """The file's TunedWeights; a file that is not one (or is damaged) is a WeightsFileError saying what."""
     return from_file_contents(*load_safetensors(path))
+
+
+def reference_unet_files() -> list[str]:
+    """The original Tune-A-Video UNet weights files at any depth of the tuneavideo folders, named as listed."""
+    names = set()
+    for root in folder_paths.get_folder_paths(TUNED_WEIGHTS_FOLDER):
+        for name in folder_paths.recursive_search(root, excluded_dir_names=[".git"])[0]:
+            parts = name.replace("\\", "/").split("/")
+            if parts[-1] in WEIGHTS_NAMES and not any(part.startswith(".") for part in parts):
+                names.add("/".join(parts))
+    return sorted(names)
+
+
+def reference_unet_path(name: str) -> Path:
+    """The weights file a reference-layout save called `name` writes: <name>/unet/diffusion_pytorch_model.safetensors
+    in the tuneavideo folder (the pipeline folder the reference's from_pretrained(..., subfolder="unet") reads)."""
+    root = folder_paths.get_folder_paths(TUNED_WEIGHTS_FOLDER)[0]
+    return resolve_in_folder(root, f"{name.strip().rstrip('/')}/{REFERENCE_UNET_SUBFOLDER}/{WEIGHTS_NAMES[0]}", None)
+
+
+def reference_save_path(name: str) -> Path:
+    """reference_unet_path, checked to be writable: called before any work."""
+    path = reference_unet_path(name)
+    check_writable(path)
+    return path
+
+
+def save_reference_unet(name: str, tensors: dict[str, torch.Tensor], config: dict, dtype: torch.dtype) -> Path:
+    """Write the unet folder (config.json + safetensors) whole or not at all; returns the weights file's path."""
+    path = reference_save_path(name)
+
+    def write(folder: Path) -> None:
+        save_atomically(folder / path.name, {key: value.to(dtype) for key, value in tensors.items()}, {"format": "pt"})
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    save_folder_atomically(path.parent, write)
+    return path

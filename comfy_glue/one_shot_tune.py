@@ -31,6 +31,7 @@ from ..tav_core.tuning import (
     CheckpointScope,
     MotionTraining,
     NonFiniteLossError,
+    Trainable,
     TuneSettings,
     copy_to_device,
     resolve_precision,
@@ -192,8 +193,9 @@ def output_gain(model_sampling, sigma: torch.Tensor) -> float:
     return float(model_sampling.calculate_denoised(sigma.reshape(1), ones, zeros))
 
 
-def training_temporal_layers(model, inflation: Inflation):
-    """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype."""
+def training_temporal_layers(model, inflation: Inflation, settings: TuneSettings):
+    """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype, with the
+    parameters `settings.trainable` names requiring grad."""
     current = temporal_layers_of(model)
     if current is None:
         return None
@@ -203,6 +205,12 @@ def training_temporal_layers(model, inflation: Inflation):
         if hasattr(module, "comfy_cast_weights"):
             module.comfy_cast_weights = True
     layers.requires_grad_(True)
+    if Trainable(settings.trainable) == Trainable.REFERENCE:
+        generator = torch.Generator().manual_seed(settings.seed)
+        for layer in layers.layers.values():
+            layer.norm.requires_grad_(False)  # the reference trains attn_temp, not norm_temp
+            if layer.is_identity():  # untuned: start as the reference does
+                layer.reference_output_bias(generator)
     return layers
 
 
@@ -229,7 +237,7 @@ def tune(
         }
         for key, delta in deltas.items():
             trainer.add_weight_wrapper(key, DeltaWeight(delta))
-        temporal = training_temporal_layers(model, inflation)
+        temporal = training_temporal_layers(model, inflation, settings)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
         motion = None
@@ -255,7 +263,9 @@ def tune(
             [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
         )
         use_ordinary_tensors(trainer.model)
-        params = list(deltas.values()) + (list(temporal.parameters()) if temporal is not None else [])
+        params = list(deltas.values())
+        if temporal is not None:
+            params += [param for param in temporal.parameters() if param.requires_grad]
         if motion is not None:
             use_ordinary_tensors(motion.patcher.model)
             params += motion.parameters()
@@ -322,6 +332,7 @@ def tune(
                 "steps": str(settings.steps),
                 "learning_rate": repr(settings.learning_rate),
                 "seed": str(settings.seed),
+                "trainable": Trainable(settings.trainable).value,
                 "precision": str(precision.compute_dtype).removeprefix("torch."),
                 "final_loss": f"{losses[-1]:.6g}",
                 **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None else {}),

@@ -6,6 +6,7 @@ from .inflate_unet import InflateUNet
 from .inversion_sampler import DDIMInversionSampler
 from .load_demo_model import LoadDemoModel
 from .load_motion_module import LoadMotionModule
+from .load_reference_unet import LoadReferenceUNet
 from .one_shot_tune import OneShotTune
 from .sample_frames import SampleFrames
 from .tav_sample import TAVSample
@@ -13,5 +14,5 @@ from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
-    ControlCondition, SampleFrames, LoadDemoModel, LoadMotionModule,
+    ControlCondition, SampleFrames, LoadDemoModel, LoadMotionModule, LoadReferenceUNet,
 ]

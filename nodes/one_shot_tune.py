@@ -9,7 +9,7 @@ from ..comfy_glue.model_folders import save_tuned_weights
 from ..comfy_glue.one_shot_tune import tune
 from ..comfy_glue.progress import show_on_node
 from ..tav_core.loss_curve import draw_loss_curve
-from ..tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, TuneSettings
+from ..tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, Trainable, TuneSettings
 from .common import CATEGORY, TUNED_WEIGHTS, check_numbers, validation_result
 from .tuned_weights_io import checked_save_path
 from .weights_in_prompt import refuse_save_and_load_together
@@ -93,6 +93,15 @@ class OneShotTune(io.ComfyNode):
                     "motion_rank", default=32, min=1, max=1024, optional=True,
                     tooltip="Rank of the motion LoRA (AnimateDiff's released motion LoRAs have 64).",
                 ),
+                io.Combo.Input(
+                    "trainable", options=[t.value for t in Trainable], default=Trainable.PACK.value, optional=True,
+                    tooltip=(
+                        "pack: every temporal parameter learns, and fresh temporal layers start as an exact identity. "
+                        "reference: as the original code, the temporal LayerNorm (norm_temp) stays frozen and fresh "
+                        "layers start with nn.Linear's random output bias (only the output weight is zero), to "
+                        "reproduce and compare its behaviour. The to_q projections learn either way."
+                    ),
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The tuned video model."),
@@ -123,13 +132,13 @@ class OneShotTune(io.ComfyNode):
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
-        motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32,
+        motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
     ) -> io.NodeOutput:
         cls.check_inputs(steps, learning_rate, save_name, motion_rank)
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
             steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision),
-            motion_training=MotionTraining(motion_training), motion_rank=motion_rank,
+            motion_training=MotionTraining(motion_training), motion_rank=motion_rank, trainable=Trainable(trainable),
         )
         result = tune(model, latents, conditioning, settings, NODE, caption=caption)
         if save_name.strip():

@@ -11,27 +11,32 @@ from ..comfy_glue.model_folders import (
     existing_path,
     listed_files,
     load_tuned_weights,
+    reference_save_path,
     save_motion_lora,
     save_path,
+    save_reference_unet,
     save_tuned_weights,
 )
+from ..comfy_glue.reference_unet import reference_unet_contents
 from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
 from ..tav_core.weights_file import WeightsFileError, file_signature
 from .common import CATEGORY, MOTION_MODULE, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
-from .weights_in_prompt import MOTION_LORA_FORMAT, PACK_FORMAT, refuse_save_and_load_together
+from .weights_in_prompt import MOTION_LORA_FORMAT, PACK_FORMAT, REFERENCE_FORMAT, refuse_save_and_load_together
 
 SAVE_NODE = "TAV Save Tuned Weights"
 LOAD_NODE = "TAV Load Tuned Weights"
 
 
-SAVE_FOLDERS = {PACK_FORMAT: TUNED_WEIGHTS_FOLDER, MOTION_LORA_FORMAT: MOTION_LORA_FOLDER}
+SAVE_FOLDERS = {
+    PACK_FORMAT: TUNED_WEIGHTS_FOLDER, MOTION_LORA_FORMAT: MOTION_LORA_FOLDER, REFERENCE_FORMAT: TUNED_WEIGHTS_FOLDER,
+}
 
 
-def checked_save_path(node: str, name: str, folder: str = TUNED_WEIGHTS_FOLDER) -> Path:
+def checked_save_path(node: str, name: str, folder: str = TUNED_WEIGHTS_FOLDER, format: str = PACK_FORMAT) -> Path:
     """The file a save_name writes, or the node's error saying why it cannot be written."""
     try:
-        return save_path(name, folder)
+        return reference_save_path(name) if format == REFERENCE_FORMAT else save_path(name, folder)
     except ValueError as error:
         raise TAVInputError(node, "save_name", f"{error}.") from error
 
@@ -67,7 +72,18 @@ class SaveTunedWeights(io.ComfyNode):
                         "pack: everything tuned, to models/tuneavideo/ (for TAV Load Tuned Weights). "
                         "animatediff_motion_lora: the tuned motion LoRA alone, in AnimateDiff's motion-LoRA layout, "
                         "to models/animatediff_motion_lora/, where AnimateDiff-Evolved's and this pack's motion "
-                        "LoRA loaders find it (tune with a motion module and motion_training lora)."
+                        "LoRA loaders find it (tune with a motion module and motion_training lora). "
+                        "reference: the whole tuned UNet as the original Tune-A-Video code writes it, a diffusers "
+                        "folder models/tuneavideo/<save_name>/unet/ (config.json + diffusion_pytorch_model."
+                        "safetensors) that its TuneAVideoPipeline loads with UNet3DConditionModel.from_pretrained and "
+                        "TAV Load Tune-A-Video UNet reads (needs model; inflate with groupnorm per_video)."
+                    ),
+                ),
+                io.Model.Input(
+                    "model", optional=True,
+                    tooltip=(
+                        "For format reference: the MODEL the weights were tuned on (One-Shot Tune's model input or "
+                        "output), whose other UNet weights the folder holds too."
                     ),
                 ),
             ],
@@ -79,18 +95,29 @@ class SaveTunedWeights(io.ComfyNode):
     def validate_inputs(cls, save_name: str | None = None, format: str | None = None) -> bool | str:
         if save_name is None:
             return True
-        folder = SAVE_FOLDERS.get(format or PACK_FORMAT, TUNED_WEIGHTS_FOLDER)
-        return validation_result(lambda: checked_save_path(SAVE_NODE, save_name, folder))
+        format = format or PACK_FORMAT
+        folder = SAVE_FOLDERS.get(format, TUNED_WEIGHTS_FOLDER)
+        return validation_result(lambda: checked_save_path(SAVE_NODE, save_name, folder, format))
 
     @classmethod
     def execute(
-        cls, tuned_weights, save_name: str, precision: str, format: str = PACK_FORMAT
+        cls, tuned_weights, save_name: str, precision: str, format: str = PACK_FORMAT, model=None
     ) -> io.NodeOutput:
         folder = SAVE_FOLDERS[format]
-        checked_save_path(SAVE_NODE, save_name, folder)
-        refuse_save_and_load_together(cls.hidden, SAVE_NODE, "save_name", save_name, saving=True, folder=folder)
+        path = checked_save_path(SAVE_NODE, save_name, folder, format)
+        refuse_save_and_load_together(
+            cls.hidden, SAVE_NODE, "save_name", save_name, saving=True, folder=folder,
+            path=path if format == REFERENCE_FORMAT else None,
+        )
         dtype = getattr(torch, SAVE_PRECISIONS[precision])
-        if format == MOTION_LORA_FORMAT:
+        if format == REFERENCE_FORMAT:
+            if model is None:
+                raise TAVInputError(
+                    SAVE_NODE, "model", "format reference writes the whole UNet, so it needs the MODEL tuned on.",
+                    "Connect One-Shot Tune's model input or output to model.",
+                )
+            save_reference_unet(save_name, *reference_unet_contents(model, tuned_weights, SAVE_NODE), dtype)
+        elif format == MOTION_LORA_FORMAT:
             try:
                 save_motion_lora(tuned_weights, save_name, dtype)
             except ValueError as error:

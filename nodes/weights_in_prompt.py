@@ -2,17 +2,25 @@
 nodes only by their links, so the load could read the file from before the save. Whichever of the two
 runs first refuses the prompt, before any tuning."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_api.latest import io
 
-from ..comfy_glue.model_folders import MOTION_LORA_FOLDER, TUNED_WEIGHTS_FOLDER, file_path
+from ..comfy_glue.model_folders import (
+    MOTION_LORA_FOLDER,
+    TUNED_WEIGHTS_FOLDER,
+    existing_path,
+    file_path,
+    reference_unet_path,
+)
 from ..tav_core.errors import TAVInputError
 
 SAVE_FORMAT_INPUT = "format"
 PACK_FORMAT = "pack"
 MOTION_LORA_FORMAT = "animatediff_motion_lora"
+REFERENCE_FORMAT = "reference"
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,7 @@ class FileInput:
     folder: str
     saving: bool
     format: str | None = None
+    locate: Callable[[str], Path] | None = None  # where the name points, if not file_path's answer
 
     def path_in(self, node: dict) -> Path | None:
         inputs = node.get("inputs", {})
@@ -35,8 +44,8 @@ class FileInput:
         if not isinstance(name, str) or not name.strip():
             return None  # linked, or no file
         try:
-            return file_path(name, self.folder, self.saving)
-        except ValueError:
+            return self.locate(name) if self.locate else file_path(name, self.folder, self.saving)
+        except (ValueError, FileNotFoundError):
             return None
 
 
@@ -46,18 +55,27 @@ FILE_INPUTS = (
     FileInput("TAV_SaveTunedWeights", "save_name", MOTION_LORA_FOLDER, saving=True, format=MOTION_LORA_FORMAT),
     FileInput("TAV_LoadTunedWeights", "weights_name", TUNED_WEIGHTS_FOLDER, saving=False),
     FileInput("TAV_LoadMotionModule", "motion_lora", MOTION_LORA_FOLDER, saving=False),
+    FileInput(
+        "TAV_SaveTunedWeights", "save_name", TUNED_WEIGHTS_FOLDER, saving=True, format=REFERENCE_FORMAT,
+        locate=reference_unet_path,
+    ),
+    FileInput(
+        "TAV_LoadReferenceUNet", "unet_name", TUNED_WEIGHTS_FOLDER, saving=False,
+        locate=lambda name: existing_path(name, as_listed=True),
+    ),
 )
 
 
 def refuse_save_and_load_together(
     hidden: io.HiddenHolder | None, node: str, input_name: str, name: str, saving: bool,
-    folder: str = TUNED_WEIGHTS_FOLDER,
+    folder: str = TUNED_WEIGHTS_FOLDER, path: Path | None = None,
 ) -> None:
-    """Raise if this prompt also loads (when saving) or saves (when loading) the file `name` of `folder`."""
+    """Raise if this prompt also loads (when saving) or saves (when loading) the file `name` of `folder` (or the
+    file at `path`, for names that do not follow file_path)."""
     prompt = getattr(hidden, "prompt", None)  # the whole prompt, when ComfyUI runs the node
     if not prompt or not name.strip():
         return
-    path = file_path(name, folder, saving)
+    path = path or file_path(name, folder, saving)
     others = [
         f"node {node_id} ({other['class_type']})"
         for node_id, other in prompt.items()

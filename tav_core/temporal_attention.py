@@ -60,6 +60,18 @@ class TemporalAttention(nn.Module):
         self.to_out.weight.zero_()
         self.to_out.bias.zero_()
 
+    def is_identity(self) -> bool:
+        """Whether the layer adds nothing (a zero output projection): fresh from initialize, never tuned."""
+        return not (bool(self.to_out.weight.any()) or bool(self.to_out.bias.any()))
+
+    @torch.no_grad()
+    def reference_output_bias(self, generator: torch.Generator) -> None:
+        """The reference zero-initialises only to_out's weight; its bias keeps nn.Linear's default init,
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        bound = 1 / math.sqrt(self.to_out.in_features)
+        drawn = torch.empty(self.to_out.bias.shape).uniform_(-bound, bound, generator=generator)  # on the CPU
+        self.to_out.bias.copy_(drawn)
+
     def forward(self, x: torch.Tensor, videos: int, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
         """x: (videos*frames, tokens, dim) -> same shape."""
         h = rearrange(x, "(v f) n c -> (v n) f c", v=videos)

@@ -60,6 +60,13 @@ class MotionTraining(str, Enum):
     FROZEN = "frozen"  # nothing
 
 
+class Trainable(str, Enum):
+    """Which temporal parameters learn, and how fresh temporal layers start."""
+
+    PACK = "pack"  # all of them; the layers start as an exact identity
+    REFERENCE = "reference"  # the reference's: attn_temp only (norm_temp frozen), its output bias at nn.Linear's init
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     steps: int = 500
@@ -71,6 +78,7 @@ class TuneSettings:
     channels_last: bool = False  # feed the UNet channels-last (NHWC) latents, which convolutions then keep
     motion_training: MotionTraining = MotionTraining.LORA  # with a motion module only
     motion_rank: int = 32
+    trainable: Trainable = Trainable.PACK
 
 
 class NonFiniteLossError(RuntimeError):

@@ -2,7 +2,9 @@
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,3 +115,25 @@ def file_signature(path: Path) -> tuple[str, int, int, int]:
     """What changes whenever the file at `path` is replaced or rewritten: for ComfyUI's cache."""
     stat = path.stat()
     return str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def save_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary folder beside `path` with `write`, then put it in place of `path`: readers see the old
+    folder or the new one, never a half-written one, and a failed save leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    old = None
+    try:
+        write(temporary)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if old is not None and (old / path.name).exists() and not path.exists():
+            os.replace(old / path.name, path)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -215,7 +215,9 @@ def test_saving_as_reference_needs_the_model_and_the_references_inflation(weight
         SaveTunedWeights.execute(reference_weights, "a", "fp16", "reference")
     pack_default = seeded_tuned_weights(base, seed=1, config=InflationConfig())
     with pytest.raises(TAVInputError, match=f"^{SAVE_NODE}: input 'tuned_weights': .*groupnorm=per_frame"):
-        SaveTunedWeights.execute(pack_default, "a", "fp16", "reference", inflate_model(base, InflationConfig(), INFLATE))
+        SaveTunedWeights.execute(
+            pack_default, "a", "fp16", "reference", inflate_model(base, InflationConfig(), INFLATE)
+        )
     other_base = inflate_model(tiny_unet("sd1", seed=2), REFERENCE_INFLATION, INFLATE)
     with pytest.raises(TAVInputError, match=f"^{SAVE_NODE}: input 'model': these weights were tuned on another"):
         SaveTunedWeights.execute(reference_weights, "a", "fp16", "reference", other_base)
@@ -234,7 +236,9 @@ def test_a_failed_reference_save_leaves_no_folder_and_keeps_the_previous_one(wei
     monkeypatch.setattr(model_folders, "save_atomically", fail)
     for name in ("run", "new"):
         with pytest.raises(OSError, match="disk full"):
-            SaveTunedWeights.execute(seeded_tuned_weights(base, 2, REFERENCE_INFLATION), name, "fp16", "reference", model)
+            SaveTunedWeights.execute(
+                seeded_tuned_weights(base, 2, REFERENCE_INFLATION), name, "fp16", "reference", model
+            )
     assert (weights_folder / f"run/{WEIGHTS}.safetensors").read_bytes() == before
     assert sorted(p.name for p in (weights_folder / "run").iterdir()) == ["unet"]
     assert not (weights_folder / "new").exists() or not any((weights_folder / "new").iterdir())
@@ -271,3 +275,43 @@ def test_reference_trainable_freezes_norm_temp_and_starts_the_output_bias_at_nn_
         bound = 1 / reference[key].shape[0] ** 0.5  # in_features == dim for the tiny blocks
         assert reference[key].abs().max() <= bound + 2 * 1e-3  # U(-bound, bound), then two AdamW steps of 1e-3
         assert reference[key].abs().mean() > 10 * pack[key].abs().mean()  # pack starts at exactly zero
+
+
+def test_a_real_server_tunes_saves_as_reference_loads_and_samples(tmp_path):
+    from tav_dev.comfy_server import make_server
+
+    tiny = {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}}
+    text = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}}
+    latent = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}}
+    tune_prompt = {
+        "1": tiny, "2": text, "3": latent,
+        "4": {"class_type": "TAV_InflateUNet", "inputs": {
+            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
+            "temporal_position_encoding": "none", "groupnorm": "per_video"}},
+        "5": {"class_type": "TAV_OneShotTune", "inputs": {
+            "model": ["4", 0], "latents": ["3", 0], "conditioning": ["2", 0], "steps": 2, "learning_rate": 1e-3,
+            "seed": 0, "gradient_checkpointing": "off", "precision": "fp32", "trainable": "reference"}},
+        "6": {"class_type": "TAV_SaveTunedWeights", "inputs": {
+            "tuned_weights": ["5", 1], "save_name": "clip", "precision": "fp16", "format": "reference",
+            "model": ["5", 0]}},
+    }
+    sample_prompt = {
+        "1": tiny, "2": text, "3": latent,
+        "4": {"class_type": "TAV_LoadReferenceUNet", "inputs": {
+            "model": ["1", 0], "unet_name": f"clip/{WEIGHTS}.safetensors"}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "seed": 1, "steps": 2, "cfg": 2.0, "sampler_name": "ddim", "scheduler": "ddim_uniform",
+            "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["3", 0], "denoise": 1.0}},
+        "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "latents/reference"}},
+    }
+    server = make_server(tmp_path).start()
+    try:
+        assert "TAV_LoadReferenceUNet" in server.get("/object_info")
+        entry = server.run_prompt(tune_prompt)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert (server.tuned_weights_dir / "clip/unet/config.json").is_file()
+        entry = server.run_prompt(sample_prompt)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert list((server.output_dir / "latents").glob("reference_*.latent"))
+    finally:
+        server.stop()

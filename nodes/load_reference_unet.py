@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..comfy_glue.model_folders import existing_path, reference_unet_files
 from ..comfy_glue.reference_unet import load_reference_unet
 from ..tav_core.errors import TAVInputError
-from ..tav_core.reference_unet import ReferenceConfigError, read_config
+from ..tav_core.reference_unet import CONFIG_NAME, ReferenceConfigError, read_config
 from ..tav_core.weights_file import file_signature
 from .common import CATEGORY, validation_result
 from .weights_in_prompt import refuse_save_and_load_together
@@ -69,7 +69,7 @@ class LoadReferenceUNet(io.ComfyNode):
             return None
         try:
             path = existing_path(unet_name, as_listed=True)
-            config = path.with_name("config.json")
+            config = path.with_name(CONFIG_NAME)
             return file_signature(path), file_signature(config) if config.is_file() else None
         except (ValueError, FileNotFoundError, OSError) as error:
             return str(error)

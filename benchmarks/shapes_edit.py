@@ -33,6 +33,7 @@ class Plan:
     tuned: bool = True
     inverted: bool = True
     negative: str = "empty"  # the paper's empty negative prompt, or "source": the source caption
+    trainable: str = "pack"  # One-Shot Tune's trainable: "reference" trains and initialises as the original code
 
 
 VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh noise
@@ -43,6 +44,7 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "full_attention": Plan(attention="full"),
     "no_temporal_layers": Plan(temporal_layers=False),
     "per_video_groupnorm": Plan(groupnorm="per_video"),
+    "reference_exact": Plan(groupnorm="per_video", trainable="reference"),  # the original code's UNet and tuning
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
@@ -115,7 +117,7 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 sampler_name="ddim", scheduler="ddim_uniform", positive=prompt, negative=empty,
                                 latent_image=fresh, denoise=1.0)
             else:
-                key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned)
+                key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned, plan.trainable)
                 if key not in tuned:
                     video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
                                          temporal_layers=plan.temporal_layers, temporal_position_encoding="none",
@@ -124,7 +126,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                         video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
                                              conditioning=source, steps=settings.tune_steps,
                                              learning_rate=settings.learning_rate, seed=seed,
-                                             gradient_checkpointing="off", precision="auto"), 0]
+                                             gradient_checkpointing="off", precision="auto",
+                                             trainable=plan.trainable), 0]
                     tuned[key] = video_model
                 if plan.inverted and key not in inverted:
                     inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
@@ -233,8 +236,9 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
               "paper; full_source_negative = the same with the source caption as TAV Sample's negative prompt; "
               "no_tuning skips One-Shot Tune; no_inversion samples the tuned model from fresh noise; full_attention, "
               "no_temporal_layers and per_video_groupnorm (statistics pooled over the frames, as the reference's 3D "
-              "ResNet blocks) change Inflate UNet; per_frame_t2i samples every frame alone from fresh noise with "
-              "the stock KSampler (no inflation).", "",
+              "ResNet blocks) change Inflate UNet; reference_exact is per_video_groupnorm tuned with One-Shot Tune's "
+              "trainable reference (norm_temp frozen, nn.Linear's output bias init), as the original code; "
+              "per_frame_t2i samples every frame alone from fresh noise with the stock KSampler (no inflation).", "",
               "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
               "both show an object (frames without one count against text alignment and object found); "

@@ -295,7 +295,7 @@ def tune_once_edit_many_workflow() -> Workflow:
         (f"edit_prompt_{name}", f"Edit {name.upper()}", caption, y + 70)
         for (name, caption), y in zip(TUNE_ONCE_EDITS, edit_rows, strict=True)])
     add_tune(g, dx=SHIFT, loss_y=370, invert_y=500)
-    g.add(Node("save_weights", "TAV_SaveTunedWeights", (TUNE_OUT_X + SHIFT, 230),
+    g.add(Node("save_weights", "TAV_SaveTunedWeights", (TUNE_OUT_X + SHIFT, 200),
                {"save_name": TUNED_WEIGHTS.removesuffix(".safetensors"), "precision": "fp16"}, width=200))
     g.link("tune", "tuned_weights", "save_weights", "tuned_weights")
     invert_x, edit_x = INVERT_X + SHIFT - 60, EDIT_X + SHIFT
@@ -443,7 +443,7 @@ def motion_module_edit_workflow() -> Workflow:
     inflate.widgets.update({"attention": "per_frame", "temporal_layers": False})
     g.add(Node("motion", "TAV_LoadMotionModule", (PROMPTS_X, -140),
                {"motion_module": MOTION_MODULE, "motion_lora": "none", "lora_strength": 1.0}, width=320),
-          Node("save_motion_lora", "TAV_SaveTunedWeights", (TUNE_OUT_X, 230), {
+          Node("save_motion_lora", "TAV_SaveTunedWeights", (TUNE_OUT_X, 200), {
               "save_name": MOTION_LORA_NAME, "precision": "fp16", "format": "animatediff_motion_lora"}, width=240))
     g.link("motion", "motion_module", "inflate", "motion_module")
     g.link("tune", "tuned_weights", "save_motion_lora", "tuned_weights")

@@ -95,6 +95,12 @@ def load_tuned_weights(path: Path) -> TunedWeights:
     return from_file_contents(*load_safetensors(path))
 
 
+def pack_weights_files() -> list[str]:
+    """The pack's own tuned-weights files: the tuneavideo folders' safetensors but for reference UNets' weights."""
+    return [name for name in listed_files(TUNED_WEIGHTS_FOLDER) if name.replace("\\", "/").split("/")[-1]
+            not in WEIGHTS_NAMES]
+
+
 def reference_unet_files() -> list[str]:
     """The original Tune-A-Video UNet weights files at any depth of the tuneavideo folders, named as listed."""
     names = set()

@@ -9,8 +9,8 @@ from ..comfy_glue.model_folders import (
     MOTION_LORA_FOLDER,
     TUNED_WEIGHTS_FOLDER,
     existing_path,
-    listed_files,
     load_tuned_weights,
+    pack_weights_files,
     reference_save_path,
     save_motion_lora,
     save_path,
@@ -151,7 +151,7 @@ class LoadTunedWeights(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The same base checkpoint's MODEL (inflated or not)."),
                 io.Combo.Input(
-                    "weights_name", options=listed_files(),
+                    "weights_name", options=pack_weights_files(),
                     tooltip="A file in models/tuneavideo/ written by One-Shot Tune or TAV Save Tuned Weights.",
                 ),
                 io.Boolean.Input(

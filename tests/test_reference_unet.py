@@ -144,11 +144,15 @@ def test_the_loaded_model_computes_a_hand_built_reference_checkpoint(weights_fol
 
 
 def test_reference_files_are_listed_at_any_depth_and_pack_files_are_not(weights_folder):
+    from comfyui_tune_a_video.comfy_glue.model_folders import pack_weights_files
+
     (weights_folder / "pack.safetensors").write_bytes(b"x")
     for folder in ("a/b/run", "c"):
         (weights_folder / folder / "unet").mkdir(parents=True)
         (weights_folder / folder / "unet/diffusion_pytorch_model.bin").write_bytes(b"x")
-    assert reference_unet_files() == [f"a/b/run/{WEIGHTS}.bin", f"c/{WEIGHTS}.bin"]
+    (weights_folder / "c/unet/diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    assert reference_unet_files() == [f"a/b/run/{WEIGHTS}.bin", f"c/{WEIGHTS}.bin", f"c/{WEIGHTS}.safetensors"]
+    assert pack_weights_files() == ["pack.safetensors"]  # TAV Load Tuned Weights lists no reference UNet
 
 
 class CodeInPickle:

@@ -12,17 +12,11 @@ ComfyUI's diffusers key mapping) and motion-module weights, and predicts the sam
 prints the relative error per version and exits non-zero above the tolerance.
 """
 
-import argparse
 import inspect
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / ".reference"
 VERSIONS = {  # version: (mid-block module, use_inflated_groupnorm), from AnimateDiff's configs/inference/*.yaml
     "v1": (False, False), "v2": (True, True), "v3": (False, True),
 }
@@ -105,24 +99,14 @@ def reference_side(folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--side", choices=["pack", "reference"], help=argparse.SUPPRESS)
-    parser.add_argument("--folder", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.side == "pack":
-        return pack_side(Path(args.folder))
-    if args.side == "reference":
-        return print(json.dumps(reference_side(Path(args.folder))))
+    from tav_dev.two_sides import run_check
+
     source = os.environ.get("ANIMATEDIFF_SOURCE")
-    if not (REFERENCE / "site" / ".done").exists() or not source:
-        sys.exit("run scripts/reference_env.sh first and set ANIMATEDIFF_SOURCE to a checkout of guoyww/AnimateDiff")
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, __file__, "--side", "pack", "--folder", folder], check=True)
-        finished = subprocess.run(
-            [sys.executable, __file__, "--side", "reference", "--folder", folder], check=True, capture_output=True,
-            text=True, env={"PYTHONPATH": f"{REFERENCE / 'site'}:{source}", "PATH": "/usr/bin:/bin"},
-        )
-    errors = json.loads(finished.stdout.strip().splitlines()[-1])
+    if not source and "--side" not in sys.argv:
+        sys.exit("set ANIMATEDIFF_SOURCE to a checkout of guoyww/AnimateDiff")
+    errors = run_check(__file__, __doc__, pack_side, reference_side, [source or ""])
+    if errors is None:
+        return
     print(f"AnimateDiff's UNet3DConditionModel vs the pack's inflated model, fp64, {FRAMES} frames, relative error:")
     for version, error in errors.items():
         print(f"  {version}: {error:.2e}")

@@ -10,15 +10,9 @@ environment) loads the folder with UNet3DConditionModel.from_pretrained(..., sub
 same input. Prints both, their largest difference, and exits non-zero above the tolerance.
 """
 
-import argparse
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / ".reference"
 FRAMES, SIZE, TIMESTEP, TOLERANCE = 4, 8, 500, 1e-4
 
 
@@ -73,24 +67,11 @@ def reference_side(folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--side", choices=["pack", "reference"], help=argparse.SUPPRESS)
-    parser.add_argument("--folder", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.side == "pack":
-        return pack_side(Path(args.folder))
-    if args.side == "reference":
-        return print(json.dumps(reference_side(Path(args.folder))))
-    if not (REFERENCE / "site" / ".done").exists():
-        sys.exit("run scripts/reference_env.sh first (the reference's environment in .reference/)")
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, __file__, "--side", "pack", "--folder", folder], check=True)
-        env_path = f"{REFERENCE / 'site'}:{REFERENCE / 'Tune-A-Video'}"
-        finished = subprocess.run(
-            [sys.executable, __file__, "--side", "reference", "--folder", folder], check=True, capture_output=True,
-            text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
-        )
-    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    from tav_dev.two_sides import REFERENCE_SITE, run_check
+
+    result = run_check(__file__, __doc__, pack_side, reference_side, [str(REFERENCE_SITE.parent / "Tune-A-Video")])
+    if result is None:
+        return
     print(f"the reference's UNet3DConditionModel on the saved folder vs the pack's model, timestep "
           f"{result['timestep']:.1f}: largest difference {result['max_abs_difference']:.2e} "
           f"(largest prediction {result['max_abs_prediction']:.2f}; tolerance {TOLERANCE:g})")

@@ -223,18 +223,24 @@ def stage_groups(edit: list[str], tune: tuple[str, ...] = ("inflate", "tune", "l
     ]
 
 
-def edit_workflow() -> Workflow:
-    g = Graph()
-    add_inputs(g)
-    add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
-                    (*EDIT_PROMPT, "a Porsche car is moving on the beach", 730)])
-    add_tune(g)
+def add_invert_edit_compare(g: Graph) -> list[str]:
+    """The plain edit's second half: inversion, one edit row and the side by side; returns the edit row's keys."""
     add_invert(g)
     g.reroute("r_model_edit", (EDIT_X - 200, 440))
     g.reroute("r_vae_decode", (EDIT_X + 180, TOP_LANE_Y))
     edit = add_edit(g)
     g.reroute("r_source_frames", (850, BOTTOM_LANE_Y))
     add_compare(g, ("frames", "IMAGE"))
+    return edit
+
+
+def edit_workflow() -> Workflow:
+    g = Graph()
+    add_inputs(g)
+    add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
+                    (*EDIT_PROMPT, "a Porsche car is moving on the beach", 730)])
+    add_tune(g)
+    edit = add_invert_edit_compare(g)
     g.add(note("about", NOTE_POS, """
 Tune-A-Video edit: one-shot tune the checkpoint on your clip, DDIM-invert the clip, then sample it
 again with an edited caption. The result keeps the clip's motion and follows the new text.
@@ -447,12 +453,7 @@ def motion_module_edit_workflow() -> Workflow:
               "save_name": MOTION_LORA_NAME, "precision": "fp16", "format": "animatediff_motion_lora"}, width=240))
     g.link("motion", "motion_module", "inflate", "motion_module")
     g.link("tune", "tuned_weights", "save_motion_lora", "tuned_weights")
-    add_invert(g)
-    g.reroute("r_model_edit", (EDIT_X - 200, 440))
-    g.reroute("r_vae_decode", (EDIT_X + 180, TOP_LANE_Y))
-    edit = add_edit(g)
-    g.reroute("r_source_frames", (850, BOTTOM_LANE_Y))
-    add_compare(g, ("frames", "IMAGE"))
+    edit = add_invert_edit_compare(g)
     g.add(note("about", NOTE_POS, f"""
 Motion-module edit: AnimateDiff's motion module (trained on millions of clips) inside the video
 model, one-shot tuned to your clip as a motion LoRA (MotionDirector's way), then inverted and edited.

@@ -55,6 +55,8 @@ def cross_frame_attention(
     f = frames_per_video(bf, videos)
     if mode == AttentionMode.SPARSE_CAUSAL:
         return attention(q, sparse_causal_context(k, videos), sparse_causal_context(v, videos), heads)
+    if mode == AttentionMode.PER_FRAME:  # the image model's own attention (Inflate UNet then installs no patch)
+        return attention(q, k, v, heads)
     # The other modes share one key/value set per video: attend with all of a video's queries at once.
     q_video = q.reshape(videos, f * n, c)
     if mode == AttentionMode.FIRST_FRAME:

@@ -17,6 +17,8 @@ def source_frames(mode: AttentionMode, i: int) -> list[int]:
         return [0, max(i - 1, 0)]
     if mode == AttentionMode.FIRST_FRAME:
         return [0]
+    if mode == AttentionMode.PER_FRAME:
+        return [i]
     return list(range(FRAMES))
 
 

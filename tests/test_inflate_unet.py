@@ -188,3 +188,12 @@ def test_batch_not_divisible_into_videos_is_refused(sd1):
     video_model = inflated(sd1)
     with pytest.raises(ValueError, match="cannot be split into 2 videos"):
         apply_unet(video_model, video(15, frames=3), SIGMA, context(0, 3), [1, 0])
+
+
+def test_per_frame_attention_is_the_image_models_own(sd1):
+    """No attn1 patch at all: with temporal layers off the inflated model predicts bitwise what the image model does."""
+    video_model = inflated(sd1, attention=AttentionMode.PER_FRAME, temporal_layers=False)
+    assert "attn1" not in video_model.model_options["transformer_options"].get("patches_replace", {})
+    x = video(5)
+    assert torch.equal(apply_unet(video_model, x, SIGMA, context(0, FRAMES), [0]),
+                       apply_unet(sd1, x, SIGMA, context(0, FRAMES), [0]))

@@ -17,12 +17,10 @@ from ..tav_core.motion_module_file import (
     read_motion_module,
 )
 from ..tav_core.tuned_weights_file import check_finite
-from ..tav_core.weights_file import WeightsFileError
+from ..tav_core.weights_file import WeightsFileError, in_brief, shape_mismatches
 from .layer_ops import CastingLayerOps
 from .motion_injection import MotionModule
 from .weights_loading import read_tensors
-
-MISMATCHES_NAMED = 3
 
 
 def file_dtype(tensors: dict[str, torch.Tensor]) -> torch.dtype:
@@ -38,14 +36,11 @@ def load_motion_module(path: Path, name: str) -> MotionModule:
     """The modules of an AnimateDiff motion-module file in their own patcher; a WeightsFileError says what is wrong."""
     spec, tensors = read_motion_module(read_tensors(path))
     modules = MotionModules(spec.layout, ops=CastingLayerOps, dtype=file_dtype(tensors), device=torch.device("cpu"))
-    missing, unexpected = modules.load_state_dict(tensors, strict=False)
-    problems = [f"no {key}" for key in missing] + [f"unexpected {key}" for key in unexpected]
+    problems = shape_mismatches({key: value.shape for key, value in modules.state_dict().items()}, tensors)
     if problems:
-        raise WeightsFileError(
-            f"its tensors are not those of an {spec.describe()} ({len(problems)} problems: "
-            f"{'; '.join(problems[:MISMATCHES_NAMED])})"
-        )
+        raise WeightsFileError(f"its tensors are not those of an {spec.describe()} ({in_brief(problems)})")
     check_finite(tensors)
+    modules.load_state_dict(tensors)
     modules.requires_grad_(False)
     patcher = comfy.model_patcher.ModelPatcher(
         modules,
@@ -78,10 +73,7 @@ def with_motion_lora(motion: MotionModule, path: Path, name: str, strength: floa
     check_finite(tensors)
     problems = lora_fit_problems(motion, loras)
     if problems:
-        raise WeightsFileError(
-            f"it was made for another motion module than {motion.describe()} ({len(problems)} problems: "
-            f"{'; '.join(problems[:MISMATCHES_NAMED])})"
-        )
+        raise WeightsFileError(f"it was made for another motion module than {motion.describe()} ({in_brief(problems)})")
     identity = hashlib.sha256(f"{motion.identity}:{module_fingerprint(tensors)}:{strength!r}".encode()).hexdigest()
     return MotionModule(
         motion.spec, motion.name, identity, with_lora_patches(motion.patcher, loras, strength), f"{name} @ {strength:g}"

@@ -23,8 +23,8 @@ from ..tav_core.reference_unet import (
     unet_config_from_diffusers,
 )
 from ..tav_core.tuned_weights_file import TunedWeights, check_finite
-from ..tav_core.weights_file import WeightsFileError
-from .tuned_weights import MISMATCHES_NAMED, shape_mismatches, unet_fingerprint, unpatched_weight
+from ..tav_core.weights_file import MISMATCHES_NAMED, WeightsFileError, in_brief, shape_mismatches
+from .tuned_weights import unet_fingerprint, unpatched_weight
 from .unet_inflation import (
     Inflation,
     attach_temporal_layers,
@@ -98,8 +98,7 @@ def load_reference_unet(model, config: dict, path: Path, node: str, source: str)
         problems = shape_mismatches(expected, tensors)
         if problems:
             raise WeightsFileError(
-                f"its tensors are not those of a Tune-A-Video UNet3D of this architecture ({len(problems)} problems: "
-                f"{'; '.join(problems[:MISMATCHES_NAMED])})"
+                f"its tensors are not those of a Tune-A-Video UNet3D of this architecture ({in_brief(problems)})"
             )
         check_finite(tensors)
     except WeightsFileError as error:

@@ -15,7 +15,7 @@ from ..tav_core.errors import TAVInputError
 from ..tav_core.motion_module_file import lora_mismatches
 from ..tav_core.tuned_weights_file import TunedWeights, UNetFingerprint
 from ..tav_core.weight_samples import sampled_bytes
-from ..tav_core.weights_file import WeightsFileError
+from ..tav_core.weights_file import WeightsFileError, in_brief, shape_mismatches
 from .motion_injection import MotionModule, motion_patcher_of, swap_motion_patcher
 from .motion_loading import with_lora_patches
 from .unet_inflation import (
@@ -28,8 +28,6 @@ from .unet_inflation import (
     temporal_layers_of,
     unet_compute_dtype,
 )
-
-MISMATCHES_NAMED = 3
 
 
 def tuned_q_keys(inflation: Inflation) -> list[str]:
@@ -67,17 +65,6 @@ def unet_fingerprint(model) -> UNetFingerprint:
     return UNetFingerprint(architecture.hexdigest(), weights.hexdigest(), describe_architecture(model, inflation.sites))
 
 
-def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor]) -> list[str]:
-    """Missing, unexpected and wrongly shaped entries, named, first few of each."""
-    problems = [f"no {key}" for key in sorted(set(expected) - set(given))]
-    problems += [f"unexpected {key}" for key in sorted(set(given) - set(expected))]
-    problems += [
-        f"{key} is {tuple(given[key].shape)}, the model's is {tuple(shape)}"
-        for key, shape in sorted(expected.items()) if key in given and given[key].shape != shape
-    ]
-    return problems
-
-
 def check_fit(model, weights: TunedWeights) -> None:
     """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise)."""
     problems = shape_mismatches(tuned_q_shapes(model), weights.q_deltas)
@@ -93,7 +80,7 @@ def check_fit(model, weights: TunedWeights) -> None:
             problems += shape_mismatches(shapes, weights.motion_deltas)
     if problems:
         raise WeightsFileError(
-            f"its tensors do not fit this model ({len(problems)} problems: {'; '.join(problems[:MISMATCHES_NAMED])})"
+            f"its tensors do not fit this model ({in_brief(problems)})"
         )
 
 

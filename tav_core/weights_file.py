@@ -18,6 +18,9 @@ MAX_PART_BYTES = 255 - len("..12345678.partial")
 MAX_NAME_CHARS = 1024
 
 
+MISMATCHES_NAMED = 3
+
+
 class WeightsFileError(ValueError):
     """A weights file that cannot be read as what it claims to be; the message says what is wrong."""
 
@@ -137,3 +140,19 @@ def save_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and wrongly shaped entries, named."""
+    problems = [f"no {key}" for key in sorted(set(expected) - set(given))]
+    problems += [f"unexpected {key}" for key in sorted(set(given) - set(expected))]
+    problems += [
+        f"{key} is {tuple(given[key].shape)}, the model's is {tuple(shape)}"
+        for key, shape in sorted(expected.items()) if key in given and given[key].shape != shape
+    ]
+    return problems
+
+
+def in_brief(problems: list[str]) -> str:
+    """'<count> problems: <the first few>', for an error message."""
+    return f"{len(problems)} problems: {'; '.join(problems[:MISMATCHES_NAMED])}"

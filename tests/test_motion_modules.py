@@ -214,6 +214,10 @@ def write_pickle_with_code(folder, name: str) -> str:
     (lambda folder, state: save(folder, "holes.safetensors", {
         key: value for key, value in state.items() if "down_blocks.1." not in key}),
      "down_blocks are numbered"),
+    (lambda folder, state: save(folder, "narrow.safetensors", {
+        key: value[:, :-8] if key.endswith("attention_blocks.0.to_q.weight") else value
+        for key, value in state.items()}),
+     r"not those of an AnimateDiff v3 .*to_q.weight is \(\d+, \d+\), the model's is"),
 ])
 def test_files_that_are_no_motion_module_are_named(motion_folders, sd15_mini, make, message):
     state = seeded_motion_module(sd15_mini.model.diffusion_model, "v3", seed=1)

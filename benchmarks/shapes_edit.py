@@ -10,7 +10,6 @@ tables, writes them to --out and a contact sheet (source row, one row per varian
 """
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from tav_dev.demo_gate import GATE_CFG  # noqa: E402  (the demo model's guidance)
+from tav_dev.shapes_bench import Graph, edit_targets, mean  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -60,38 +60,6 @@ class Settings:
     ddim_steps: int
     cfg: float
     inversion_strength: float
-
-
-class Graph:
-    """An API-format prompt built node by node."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, dict] = {}
-
-    def add(self, class_type: str, **inputs) -> str:
-        node_id = str(len(self.nodes) + 1)
-        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
-        return node_id
-
-
-def edit_targets(scene, seed: int) -> dict[str, tuple[str, str, str]]:
-    """The source's (colour, shape, background) and one edit of each kind, drawn from the clip's seed."""
-    from comfyui_tune_a_video.shapes_demo.world import BACKGROUNDS, COLOURS, SHAPES
-
-    rng = np.random.default_rng(10_000 + seed)
-
-    def other(options, current: str, avoid: str = "") -> str:
-        return str(rng.choice([o for o in options if o not in (current, avoid)]))
-
-    background = other(BACKGROUNDS, scene.background, scene.colour)
-    shape = other(SHAPES, scene.shape)
-    return {
-        "source": (scene.colour, scene.shape, scene.background),
-        "colour": (other(COLOURS, scene.colour, scene.background), scene.shape, scene.background),
-        "shape": (scene.colour, shape, scene.background),
-        "background": (scene.colour, scene.shape, background),
-        "all": (other(COLOURS, scene.colour, background), shape, background),
-    }
 
 
 def clip_graph(video: str, caption: str, targets: dict, variants: list[str], settings: Settings, seed: int):
@@ -199,11 +167,6 @@ def averages(scores, variant: str, kinds: list[str]) -> dict[str, float]:
     result = {name: mean([getattr(score, name) for score in edited]) for name in METRICS}
     result["recon_psnr"] = mean([score.psnr for score in scores[variant, "source"]])
     return result
-
-
-def mean(values) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
 
 
 def format_report(scores, summary: dict[str, dict[str, float]], edits, settings: Settings, args,

@@ -16,8 +16,10 @@ from comfy.ldm.models.autoencoder import AutoencoderKL
 
 from ..shapes_demo.autoencoder import ShapesAutoencoder
 from ..tav_core.weights_file import load_safetensors, save_atomically
+from .model_folders import DEMO_MOTION_FOLDER
 
 DEMO_MODEL_FILE = Path(__file__).resolve().parents[1] / "demo_model" / "shapes_world.safetensors"
+DEMO_MOTION_FILE = DEMO_MOTION_FOLDER / "tav_shapes_world_motion.safetensors"
 TEXT_WIDTH = 64
 CLIP_CONFIG = {"hidden_size": TEXT_WIDTH, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2}
 UNET_CONFIG = {

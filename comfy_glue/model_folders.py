@@ -26,6 +26,8 @@ MOTION_LORA_FOLDER = "animatediff_motion_lora"
 # Names are kept as listed (no extension added) in these folders, whose files may be .ckpt or .pt too.
 KEEPS_NAMES = (MOTION_MODULES_FOLDER, MOTION_LORA_FOLDER)
 REFERENCE_UNET_SUBFOLDER = "unet"  # where diffusers' from_pretrained(..., subfolder="unet") looks
+# The pack's own demo motion module, listed after models/animatediff_models (which stays where files are saved).
+DEMO_MOTION_FOLDER = Path(__file__).resolve().parents[1] / "demo_model" / "animatediff_models"
 
 
 def register_folder(folder: str, extensions: set[str]) -> None:
@@ -39,6 +41,7 @@ def register_folder(folder: str, extensions: set[str]) -> None:
 register_folder(TUNED_WEIGHTS_FOLDER, {EXTENSION})
 for _folder in KEEPS_NAMES:
     register_folder(_folder, set(folder_paths.supported_pt_extensions))
+folder_paths.add_model_folder_path(MOTION_MODULES_FOLDER, str(DEMO_MOTION_FOLDER))
 
 
 def listed_files(folder: str = TUNED_WEIGHTS_FOLDER) -> list[str]:

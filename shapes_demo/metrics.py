@@ -39,3 +39,50 @@ def score_edit(frames: np.ndarray, source: np.ndarray, target: tuple[str, str, s
 
 def _distance(a: Judgement, b: Judgement) -> float:
     return math.hypot(a.centroid[0] - b.centroid[0], a.centroid[1] - b.centroid[1])
+
+
+@dataclass(frozen=True)
+class MotionScore:
+    """How a generated shapes-world video moves, judged on every frame."""
+
+    object_found: float  # frames in which the judge finds an object
+    right_object: float  # frames whose judged colour, shape and background all match the prompt
+    consistency: float  # consecutive frame pairs showing the same judged object (colour and shape)
+    speed: float  # mean centroid step (px/frame) between consecutive frames that both show an object
+    acceleration: float  # mean |c[i+1] - 2 c[i] + c[i-1]| (px/frame^2) over runs of three frames with an object
+    trajectory_error: float  # mean distance of the mean-centred centroid paths to a reference path (px), or nan
+
+
+def score_motion(
+    frames: np.ndarray, target: tuple[str, str, str], reference_path: np.ndarray | None = None
+) -> MotionScore:
+    """frames: (F, H, W, 3) RGB uint8; target: the prompt's (colour, shape, background); reference_path: (F, 2)
+    centroids to compare the motion with. Both paths are centred on their means over the frames that show an
+    object, so a motion drawn elsewhere in the frame is not an error: only its shape and timing are."""
+    judged = [judge(frame) for frame in frames]
+    points = [np.array(j.centroid) if j.centroid is not None else None for j in judged]
+    steps = [float(np.linalg.norm(b - a)) for a, b in zip(points, points[1:], strict=False)
+             if a is not None and b is not None]
+    turns = [float(np.linalg.norm(c - 2 * b + a)) for a, b, c in zip(points, points[1:], points[2:], strict=False)
+             if a is not None and b is not None and c is not None]
+    pairs = list(zip(judged, judged[1:], strict=False))
+    same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs]
+    return MotionScore(
+        object_found=float(np.mean([p is not None for p in points])),
+        right_object=float(np.mean([j.matches(*target) for j in judged])),
+        consistency=float(np.mean(same)) if same else math.nan,
+        speed=float(np.mean(steps)) if steps else math.nan,
+        acceleration=float(np.mean(turns)) if turns else math.nan,
+        trajectory_error=trajectory_error(points, reference_path) if reference_path is not None else math.nan,
+    )
+
+
+def trajectory_error(points: list[np.ndarray | None], reference_path: np.ndarray) -> float:
+    """Mean distance between two centroid paths once each is centred on its mean, over the frames with a point."""
+    found = [i for i, point in enumerate(points) if point is not None]
+    if not found:
+        return math.nan
+    path = np.stack([points[i] for i in found])
+    reference = np.asarray(reference_path, dtype=np.float64)[found]
+    centred = (path - path.mean(axis=0)) - (reference - reference.mean(axis=0))
+    return float(np.linalg.norm(centred, axis=1).mean())

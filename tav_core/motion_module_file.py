@@ -31,6 +31,10 @@ class MotionVersion(str, Enum):
 class ModelFamily(str, Enum):
     SD1 = "SD1.x"
     SDXL = "SDXL"
+    SHAPES_DEMO = "shapes-world demo"  # the pack's 2-level toy UNet (TAV Load Demo Model)
+
+
+FAMILY_BY_LEVELS = {4: ModelFamily.SD1, 3: ModelFamily.SDXL, 2: ModelFamily.SHAPES_DEMO}
 
 
 _MODULE_KEY = re.compile(
@@ -145,17 +149,17 @@ def read_motion_module(state_dict: dict[str, torch.Tensor]) -> tuple[MotionModul
     down, up = widths(state_dict, prefixes, "down_blocks"), widths(state_dict, prefixes, "up_blocks")
     has_mid = any(group == "mid_block" for group, _, _ in prefixes.values())
     mid = width_of(state_dict, "mid_block.motion_modules.0") if has_mid else None
-    if len(down) not in (3, 4) or len(up) != len(down):
+    if len(down) not in FAMILY_BY_LEVELS or len(up) != len(down):
         raise WeightsFileError(
             f"it has {len(down)} down and {len(up)} up blocks of motion modules; SD1.x modules have 4 and 4, "
-            "SDXL modules 3 and 3"
+            "SDXL modules 3 and 3 (the pack's shapes-world demo modules 2 and 2)"
         )
     tables = {key: value for key, value in state_dict.items() if key.endswith(".pos_encoder.pe")}
     lengths = {int(value.shape[1]) for value in tables.values() if value.ndim == 3}
     if len(lengths) > 1 or len(lengths) != (1 if tables else 0):
         raise WeightsFileError(f"its position tables disagree in length or shape ({sorted(lengths)})")
     table = lengths.pop() if lengths else None
-    family = ModelFamily.SD1 if len(down) == 4 else ModelFamily.SDXL
+    family = FAMILY_BY_LEVELS[len(down)]
     if hotshot:
         version = MotionVersion.HOTSHOTXL
     elif family == ModelFamily.SDXL:

@@ -195,7 +195,10 @@ def output_gain(model_sampling, sigma: torch.Tensor) -> float:
 
 def training_temporal_layers(model, inflation: Inflation, settings: TuneSettings):
     """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype, with the
-    parameters `settings.trainable` names requiring grad."""
+    parameters `settings.trainable` names requiring grad.
+
+    Pseudo-3D convolutions learn in either mode: the reference has none, so there is nothing of it to imitate, and
+    a frozen identity would only cost memory."""
     current = temporal_layers_of(model)
     if current is None:
         return None

@@ -14,6 +14,7 @@ import comfy.utils
 import torch
 
 from ..tav_core.errors import TAVInputError
+from ..tav_core.inflation_config import TemporalConvMode
 from ..tav_core.reference_unet import (
     REFERENCE_INFLATION,
     TEMPORAL_KEYS,
@@ -137,6 +138,14 @@ def reference_unet_contents(model, weights: TunedWeights, node: str) -> tuple[di
         raise TAVInputError(
             node, "model", "this MODEL is not inflated, so it is not the one the weights were tuned on.",
             "Connect One-Shot Tune's model input or output.",
+        )
+    if weights.inflation.temporal_conv != TemporalConvMode.NONE:
+        raise TAVInputError(
+            node, "tuned_weights",
+            f"these weights were tuned with temporal_conv {weights.inflation.temporal_conv.value}; the reference's "
+            "UNet3D has no temporal convolutions, so its checkpoint layout cannot hold them.",
+            "Save with format pack (TAV Load Tuned Weights reads it), or inflate with temporal_conv none and tune "
+            "again.",
         )
     if weights.inflation != REFERENCE_INFLATION or weights.motion is not None:
         tuned_with = weights.inflation.describe() + (f", motion module {weights.motion.name}" if weights.motion else "")

@@ -68,10 +68,9 @@ def unet_fingerprint(model) -> UNetFingerprint:
 def check_fit(model, weights: TunedWeights) -> None:
     """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise)."""
     problems = shape_mismatches(tuned_q_shapes(model), weights.q_deltas)
-    temporal = temporal_layers_of(model)
-    if temporal is not None:
-        shapes = {key: value.shape for key, value in temporal.state_dict().items()}
-        problems += shape_mismatches(shapes, weights.temporal)
+    temporal = temporal_layers_of(model)  # None: the model adds no layers, so the file must hold none
+    shapes = {key: value.shape for key, value in temporal.state_dict().items()} if temporal is not None else {}
+    problems += shape_mismatches(shapes, weights.temporal)
     motion = motion_patcher_of(model)
     if motion is not None and (weights.motion_lora or weights.motion_deltas):
         shapes = {key: value.shape for key, value in motion.model.named_parameters()}

@@ -7,8 +7,10 @@ Nothing in the user's model changes: the clone carries
   attention (ComfyUI has no hook after the feed-forward),
 - object patches on the ResNet/final GroupNorms for per-video statistics, plus a diffusion-model
   wrapper that tells them how the batch splits into videos,
-- the temporal layers themselves, in their own ModelPatcher attached as an additional model so
-  ComfyUI loads and offloads them with the UNet;
+- with temporal_conv pseudo3d, an object patch on each 3x3 convolution of the ResNet blocks that runs the
+  convolution, then its temporal convolution (the same wrapper tells it the videos),
+- the temporal layers themselves (attention and convolutions), in their own ModelPatcher attached as an
+  additional model so ComfyUI loads and offloads them with the UNet;
 - with a motion module, the patches that run AnimateDiff's modules after their layers and the modules'
   own ModelPatcher (comfy_glue.motion_injection).
 Object patches are applied only while this clone is loaded and are undone when another clone loads.
@@ -28,8 +30,9 @@ from torch import nn
 from ..tav_core.errors import TAVInputError
 from ..tav_core.frame_attention import cross_frame_attention
 from ..tav_core.group_norm import group_norm_per_video
-from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig
+from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, TemporalConvMode
 from ..tav_core.temporal_attention import TemporalAttention
+from ..tav_core.temporal_conv import TemporalConv
 from ..tav_core.video_batch import current_videos
 from .inversion_record import inversion_guard
 from .layer_ops import TemporalLayerOps
@@ -62,6 +65,7 @@ class UNetSites:
     transformer_blocks: tuple[TransformerBlockSite, ...]  # in the order the UNet runs them
     layers: tuple[tuple[str, nn.Module], ...]  # ResNet blocks and spatial transformers: checkpointed/compiled
     resnet_norms: tuple[tuple[str, nn.GroupNorm], ...]  # the GroupNorms the reference runs on (b, c, f, h, w)
+    resnet_convs: tuple[tuple[str, nn.Conv2d], ...]  # the ResNet blocks' 3x3 convolutions (not the skip's)
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,31 @@ class PerVideoGroupNorm:
         return group_norm_per_video(x, current_videos(), partial(type(self.norm).forward, self.norm))
 
 
-class TemporalLayers(nn.Module):
-    """All temporal attention layers of one inflated UNet, keyed by TransformerBlockSite.name."""
+class PseudoThreeDConv:
+    """Object patch for a ResNet block convolution's forward: the 2-D convolution, then its temporal convolution."""
 
-    def __init__(self, layers: dict[str, TemporalAttention]) -> None:
+    def __init__(self, conv: nn.Conv2d, temporal: TemporalConv) -> None:
+        self.conv = conv
+        self.temporal = temporal
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.temporal(type(self.conv).forward(self.conv, x), current_videos())
+
+
+class TemporalLayers(nn.Module):
+    """Every layer inflation adds to one UNet: temporal attention keyed by TransformerBlockSite.name, pseudo-3D
+    convolutions keyed by conv_name. One container, so that One-Shot Tune trains both and the tuned-weights file
+    carries both ("layers." and "convs." keys); without pseudo3d there are no "convs." keys, as in older files."""
+
+    def __init__(self, layers: dict[str, TemporalAttention], convs: dict[str, TemporalConv]) -> None:
         super().__init__()
         self.layers = nn.ModuleDict(layers)
+        self.convs = nn.ModuleDict(convs)
+
+
+def conv_name(path: str) -> str:
+    """A ResNet convolution's key among the temporal convolutions (module names cannot hold dots)."""
+    return path.removeprefix("diffusion_model.").replace(".", "_")
 
 
 def supported_unet(model, node: str) -> UNetModel:
@@ -141,9 +164,17 @@ def supported_unet(model, node: str) -> UNetModel:
 _BLOCK_GROUPS = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
 
 
+def spatial_convs(block: ResBlock) -> list[tuple[str, nn.Conv2d]]:
+    """The in-layers' and out-layers' convolutions of a ResNet block where their kernel is larger than 1x1 (a 1x1
+    kernel gets no temporal convolution in Make-A-Video); the skip connection is never one of them."""
+    convs = [("in_layers.2", block.in_layers[2]), ("out_layers.3", block.out_layers[3])]
+    return [(name, conv) for name, conv in convs if isinstance(conv, nn.Conv2d) and max(conv.kernel_size) > 1]
+
+
 def find_sites(unet: UNetModel) -> UNetSites:
-    """Walk the UNet once: its transformer blocks (with ComfyUI's patch keys), layers and ResNet GroupNorms."""
-    blocks, layers, norms = [], [], []
+    """Walk the UNet once: its transformer blocks (with ComfyUI's patch keys), layers, ResNet GroupNorms and
+    convolutions."""
+    blocks, layers, norms, convs = [], [], [], []
     for name, module in unet.named_modules():
         path = f"diffusion_model.{name}"
         if isinstance(module, BasicTransformerBlock):
@@ -155,9 +186,10 @@ def find_sites(unet: UNetModel) -> UNetSites:
             layers.append((path, module))
             if isinstance(module, ResBlock):
                 norms += [(f"{path}.in_layers.0", module.in_layers[0]), (f"{path}.out_layers.0", module.out_layers[0])]
+                convs += [(f"{path}.{conv_path}", conv) for conv_path, conv in spatial_convs(module)]
     norms.append(("diffusion_model.out.0", unet.out[0]))
     norms = [(path, norm) for path, norm in norms if isinstance(norm, nn.GroupNorm)]
-    return UNetSites(tuple(blocks), tuple(layers), tuple(norms))
+    return UNetSites(tuple(blocks), tuple(layers), tuple(norms), tuple(convs))
 
 
 def unet_compute_dtype(model) -> torch.dtype:
@@ -170,15 +202,19 @@ def unet_compute_dtype(model) -> torch.dtype:
 
 
 def empty_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torch.device) -> TemporalLayers:
-    """Temporal layers of the right shapes, uninitialised (ComfyUI's layers skip init): to load weights into."""
-    layers = {}
-    for site in inflation.sites.transformer_blocks:
+    """The layers inflation adds, of the right shapes, uninitialised (ComfyUI's layers skip init): to load weights
+    into."""
+    config = inflation.config
+    layers, convs = {}, {}
+    for site in inflation.sites.transformer_blocks if config.temporal_layers else ():
         dim = site.block.norm3.normalized_shape[0]
         layers[site.name] = TemporalAttention(
-            dim, site.block.n_heads, site.block.d_head, inflation.config.temporal_position_encoding,
+            dim, site.block.n_heads, site.block.d_head, config.temporal_position_encoding,
             operations=TemporalLayerOps, dtype=dtype, device=device,
         )
-    return TemporalLayers(layers)
+    for path, conv in inflation.sites.resnet_convs if config.temporal_conv == TemporalConvMode.PSEUDO3D else ():
+        convs[conv_name(path)] = TemporalConv(conv.out_channels, TemporalLayerOps, dtype=dtype, device=device)
+    return TemporalLayers(layers, convs)
 
 
 def fresh_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torch.device) -> TemporalLayers:
@@ -187,17 +223,23 @@ def fresh_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torc
     generator = torch.Generator().manual_seed(TEMPORAL_INIT_SEED)
     for layer in layers.layers.values():
         layer.initialize(generator)
+    for conv in layers.convs.values():
+        conv.initialize()
     return layers.to(device=device, dtype=dtype)
 
 
 def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
-    """Give an inflated clone its own temporal layers: an additional model plus the block-forward patches."""
+    """Give an inflated clone its own temporal layers: an additional model plus the block- and conv-forward
+    patches that run them."""
     patcher = comfy.model_patcher.ModelPatcher(
         layers, load_device=inflated.load_device, offload_device=inflated.offload_device
     )
     inflated.set_additional_models(TEMPORAL_MODELS_KEY, [patcher])
-    for site in inflation_of(inflated).sites.transformer_blocks:
+    sites = inflation_of(inflated).sites
+    for site in sites.transformer_blocks if layers.layers else ():
         inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, layers.layers[site.name]))
+    for path, conv in sites.resnet_convs if layers.convs else ():
+        inflated.add_object_patch(f"{path}.forward", PseudoThreeDConv(conv, layers.convs[conv_name(path)]))
 
 
 def temporal_layers_of(model) -> TemporalLayers | None:
@@ -253,7 +295,7 @@ def inflate_model(
         for site in sites.transformer_blocks:
             inflated.set_model_attn1_replace(attn1, *site.key)
 
-    if config.temporal_layers:
+    if config.adds_layers:
         layers = fresh_temporal_layers(inflation, unet_compute_dtype(model), model.offload_device)
         attach_temporal_layers(inflated, layers)
     if placement is not None:
@@ -262,7 +304,9 @@ def inflate_model(
     if config.groupnorm == GroupNormMode.PER_VIDEO:
         for path, norm in sites.resnet_norms:
             inflated.add_object_patch(f"{path}.forward", PerVideoGroupNorm(norm))
-    if config.groupnorm == GroupNormMode.PER_VIDEO or placement is not None:
+    # Layers that get no sampling options (GroupNorms, convolutions, motion modules) read the video count from it.
+    needs_videos = config.groupnorm == GroupNormMode.PER_VIDEO or config.temporal_conv != TemporalConvMode.NONE
+    if needs_videos or placement is not None:
         comfy.patcher_extension.add_wrapper_with_key(
             comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, VIDEO_BATCH_WRAPPER_KEY,
             video_batch_wrapper, inflated.model_options, is_model_options=True,

@@ -3,7 +3,13 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.unet_inflation import inflate_model
-from ..tav_core.inflation_config import AttentionMode, GroupNormMode, InflationConfig, PositionEncoding
+from ..tav_core.inflation_config import (
+    AttentionMode,
+    GroupNormMode,
+    InflationConfig,
+    PositionEncoding,
+    TemporalConvMode,
+)
 from .common import CATEGORY, MOTION_MODULE
 
 NODE = "Inflate UNet"
@@ -72,6 +78,19 @@ class InflateUNet(io.ComfyNode):
                         "groupnorm of its version; keep Tune-A-Video's parts on for a hybrid."
                     ),
                 ),
+                io.Combo.Input(
+                    "temporal_conv",
+                    options=[mode.value for mode in TemporalConvMode],
+                    default=TemporalConvMode.NONE.value,
+                    optional=True,
+                    tooltip=(
+                        "none: the ResNet blocks stay per frame (as the paper). pseudo3d: Make-A-Video's pseudo-3D "
+                        "convolution, a 1-D convolution over the frames of each video (kernel 3, zero padding at the "
+                        "clip's ends) after every 3x3 convolution of the ResNet blocks. It starts as an exact "
+                        "identity, is learned by One-Shot Tune and travels in the tuned-weights file; it adds many "
+                        "parameters (about 133M for SD1.5) and cannot be saved in the reference format."
+                    ),
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The inflated video model: connect it to One-Shot Tune or a sampler.")],
         )
@@ -79,12 +98,13 @@ class InflateUNet(io.ComfyNode):
     @classmethod
     def execute(
         cls, model, attention: str, temporal_layers: bool, temporal_position_encoding: str, groupnorm: str,
-        motion_module=None,
+        motion_module=None, temporal_conv: str = TemporalConvMode.NONE.value,
     ) -> io.NodeOutput:
         config = InflationConfig(
             attention=AttentionMode(attention),
             temporal_layers=temporal_layers,
             temporal_position_encoding=PositionEncoding(temporal_position_encoding),
             groupnorm=GroupNormMode(groupnorm),
+            temporal_conv=TemporalConvMode(temporal_conv),
         )
         return io.NodeOutput(inflate_model(model, config, NODE, motion_module))

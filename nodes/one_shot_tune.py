@@ -99,7 +99,8 @@ class OneShotTune(io.ComfyNode):
                         "pack: every temporal parameter learns, and fresh temporal layers start as an exact identity. "
                         "reference: as the original code, the temporal LayerNorm (norm_temp) stays frozen and fresh "
                         "layers start with nn.Linear's random output bias (only the output weight is zero), to "
-                        "reproduce and compare its behaviour. The to_q projections learn either way."
+                        "reproduce and compare its behaviour. The to_q projections (and pseudo3d temporal "
+                        "convolutions) learn either way."
                     ),
                 ),
             ],

@@ -76,7 +76,8 @@ class SaveTunedWeights(io.ComfyNode):
                         "reference: the whole tuned UNet as the original Tune-A-Video code writes it, a diffusers "
                         "folder models/tuneavideo/<save_name>/unet/ (config.json + diffusion_pytorch_model."
                         "safetensors) that its TuneAVideoPipeline loads with UNet3DConditionModel.from_pretrained and "
-                        "TAV Load Tune-A-Video UNet reads (needs model; inflate with groupnorm per_video)."
+                        "TAV Load Tune-A-Video UNet reads (needs model; inflate with groupnorm per_video and "
+                        "temporal_conv none)."
                     ),
                 ),
                 io.Model.Input(

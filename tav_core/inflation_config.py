@@ -27,12 +27,25 @@ class GroupNormMode(str, Enum):
     PER_VIDEO = "per_video"  # over all frames of a video, as the reference's 3D ResNet blocks
 
 
+class TemporalConvMode(str, Enum):
+    """What follows each 3x3 convolution inside the UNet's ResNet blocks."""
+
+    NONE = "none"  # nothing (the paper)
+    PSEUDO3D = "pseudo3d"  # a 1-D convolution over the frames, Make-A-Video's pseudo-3D convolution
+
+
+# Settings newer than the tuned-weights format: files written before lack them and get the default, which is what
+# the pack computed then.
+ADDED_LATER = frozenset({"temporal_conv"})
+
+
 @dataclass(frozen=True)
 class InflationConfig:
     attention: AttentionMode = AttentionMode.SPARSE_CAUSAL
     temporal_layers: bool = True
     temporal_position_encoding: PositionEncoding = PositionEncoding.NONE
     groupnorm: GroupNormMode = GroupNormMode.PER_FRAME
+    temporal_conv: TemporalConvMode = TemporalConvMode.NONE
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -48,14 +61,20 @@ class InflationConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "InflationConfig":
-        """The inverse of to_dict; a missing, unknown or invalid setting is a ValueError that names it."""
+        """The inverse of to_dict; a missing (other than ADDED_LATER), unknown or invalid setting is a ValueError that
+        names it."""
         names = {field.name for field in fields(cls)}
         if not isinstance(values, dict):
             raise ValueError(f"expected the inflation settings as an object, got {values!r}")
-        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+        missing, unknown = sorted(names - set(values) - ADDED_LATER), sorted(set(values) - names)
         if missing or unknown:
             raise ValueError(f"inflation settings: missing {missing or 'none'}, unknown {unknown or 'none'}")
         return cls(**values)
+
+    @property
+    def adds_layers(self) -> bool:
+        """Whether inflation adds trainable layers to the UNet (temporal attention, pseudo-3D convolutions)."""
+        return self.temporal_layers or self.temporal_conv != TemporalConvMode.NONE
 
     def describe(self) -> str:
         return ", ".join(f"{name}={value}" for name, value in self.to_dict().items())

@@ -1,7 +1,8 @@
 """What One-Shot Tune learned, and its file format: host-free, so it can be read and checked anywhere.
 
 Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base, under the key
-ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), the temporal layers whole, and what
+ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), the temporal layers whole (temporal attention
+and, with temporal_conv pseudo3d, the temporal convolutions as their residual: tav_core.temporal_conv), and what
 was tuned of a motion module (a motion LoRA in AnimateDiff's layout, or deltas of all its weights), with
 fingerprints of the base UNet and of the motion module and the inflation settings in the metadata.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .inflation_config import InflationConfig
+from .inflation_config import InflationConfig, TemporalConvMode
 from .motion_module_file import LowRank, motion_lora_tensors, read_motion_lora
 from .pack_version import PACK_VERSION
 from .weights_file import WeightsFileError
@@ -19,6 +20,9 @@ from .weights_file import WeightsFileError
 FILE_FORMAT = "tune-a-video/tuned-weights/1"
 MOTION_LORA_FORMAT = "animatediff/motion-lora"
 TEMPORAL_PREFIX = "tav_temporal."
+# The two kinds of temporal layer in a TemporalLayers state dict: attention by block, pseudo-3D convolutions.
+TEMPORAL_ATTENTION_PREFIX = "layers."
+TEMPORAL_CONV_PREFIX = "convs."
 MOTION_LORA_PREFIX = "tav_motion_lora."
 MOTION_DELTA_PREFIX = "tav_motion_diff."
 MOTION_FIELDS = ("name", "version", "identity")
@@ -130,8 +134,11 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
         raise WeightsFileError(f"it holds tensors this format does not have, e.g. {unexpected[0]!r}")
     if not q_deltas:
         raise WeightsFileError("it holds no to_q deltas")
-    if temporal and not inflation.temporal_layers:
+    if not inflation.temporal_layers and any(key.startswith(TEMPORAL_ATTENTION_PREFIX) for key in temporal):
         raise WeightsFileError("it holds temporal layers, but its inflation settings say temporal_layers=False")
+    convs = any(key.startswith(TEMPORAL_CONV_PREFIX) for key in temporal)
+    if convs and inflation.temporal_conv == TemporalConvMode.NONE:
+        raise WeightsFileError("it holds temporal convolutions, but its inflation settings say temporal_conv=none")
     check_finite({**q_deltas, **temporal, **lora, **motion_deltas})
     motion = read_motion_record(metadata)
     if (lora or motion_deltas) and motion is None:

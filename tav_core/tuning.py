@@ -61,7 +61,8 @@ class MotionTraining(str, Enum):
 
 
 class Trainable(str, Enum):
-    """Which temporal parameters learn, and how fresh temporal layers start."""
+    """Which temporal attention parameters learn, and how fresh temporal layers start (pseudo-3D convolutions,
+    which the reference has not, learn in both)."""
 
     PACK = "pack"  # all of them; the layers start as an exact identity
     REFERENCE = "reference"  # the reference's: attn_temp only (norm_temp frozen), its output bias at nn.Linear's init

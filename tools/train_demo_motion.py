@@ -201,7 +201,7 @@ def save_module(path: Path, modules, info: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=3600)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--frame-budget", type=int, default=64, help="frames per batch (whole clips)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--gate-frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--check-every", type=int, default=600, help="a short gate every N steps (0: none)")
+    parser.add_argument("--check-every", type=int, default=1000, help="a short gate every N steps (0: none)")
     parser.add_argument("--check-prompts", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

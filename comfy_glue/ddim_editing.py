@@ -59,6 +59,15 @@ def inversion_sampler() -> comfy.samplers.KSAMPLER:
     return comfy.samplers.KSAMPLER(sample_ddim_inversion)
 
 
+def run_inversion(model, samples: torch.Tensor, conditioning: list, descending: torch.Tensor, callback) -> torch.Tensor:
+    """The clean `samples` walked up the flipped `descending` schedule; callback(i, denoised, x, total) sees each
+    step's latent x in the model's (process_latent_in) space."""
+    return comfy.sample.sample_custom(
+        model, torch.zeros_like(samples), 1.0, inversion_sampler(), descending, conditioning, conditioning,
+        samples, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0,
+    )
+
+
 def invert_video(model, latent: dict, conditioning: list, steps: int, strength: float, node: str) -> dict:
     require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latents")
@@ -69,10 +78,8 @@ def invert_video(model, latent: dict, conditioning: list, steps: int, strength: 
     total = len(sigmas) - 1
     inverted = max(1, round(total * strength))
     descending = sigmas[total - inverted:]
-    inverted_samples = comfy.sample.sample_custom(
-        model, torch.zeros_like(samples), 1.0, inversion_sampler(), descending, conditioning, conditioning,
-        samples, callback=cancellable(latent_preview.prepare_callback(model, inverted)),
-        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0,
+    inverted_samples = run_inversion(
+        model, samples, conditioning, descending, cancellable(latent_preview.prepare_callback(model, inverted))
     )
     record = InversionRecord(
         steps=steps, start_at_step=total - inverted, sigmas=tuple(descending.tolist()),
@@ -91,27 +98,11 @@ def sample_video(
     check_hint_counts(positive, samples.shape[0], node, "positive")
     check_hint_counts(negative, samples.shape[0], node, "negative")
     record = InversionRecord.of(latent)
-    sigmas = ddim_sigmas(model, steps)
     if record is None:
+        sigmas = ddim_sigmas(model, steps)
         noise = comfy.sample.prepare_noise(samples, seed)
     else:
-        if record.steps != steps:
-            raise TAVInputError(
-                node, "steps", f"{steps}, but the latent was inverted with {record.steps} steps.",
-                f"Set steps to {record.steps}, or invert again with {steps}.",
-            )
-        if tuple(samples.shape) != record.shape:
-            raise TAVInputError(
-                node, "latent", f"shape {tuple(samples.shape)}, but the inversion produced {record.shape}.",
-                "Connect DDIM Invert Video's output unchanged (no batching, cropping or resizing in between).",
-            )
-        sigmas = sigmas[record.start_at_step:]
-        schedule = record.schedule_problem(sigmas)
-        if schedule is not None:
-            raise TAVInputError(
-                node, "model", f"its noise schedule differs from the model the latent was inverted with ({schedule}).",
-                "Invert and sample with the same checkpoint.",
-            )
+        sigmas = inversion_sigmas(model, samples, record, steps, node, "latent")
         noise = torch.zeros_like(samples)
     sampler = (
         comfy.samplers.sampler_object("ddim") if eta == 0
@@ -125,3 +116,27 @@ def sample_video(
     out = {key: value for key, value in latent.items() if key != INVERSION_KEY}
     out["samples"] = result
     return out
+
+
+def inversion_sigmas(
+    model, samples: torch.Tensor, record: InversionRecord, steps: int, node: str, input_name: str
+) -> torch.Tensor:
+    """The descending sigmas that walk an inverted LATENT back, once its record fits these steps and this model."""
+    if record.steps != steps:
+        raise TAVInputError(
+            node, "steps", f"{steps}, but the latent was inverted with {record.steps} steps.",
+            f"Set steps to {record.steps}, or invert again with {steps}.",
+        )
+    if tuple(samples.shape) != record.shape:
+        raise TAVInputError(
+            node, input_name, f"shape {tuple(samples.shape)}, but the inversion produced {record.shape}.",
+            "Connect DDIM Invert Video's output unchanged (no batching, cropping or resizing in between).",
+        )
+    sigmas = ddim_sigmas(model, steps)[record.start_at_step:]
+    schedule = record.schedule_problem(sigmas)
+    if schedule is not None:
+        raise TAVInputError(
+            node, "model", f"its noise schedule differs from the model the latent was inverted with ({schedule}).",
+            "Invert and sample with the same checkpoint.",
+        )
+    return sigmas

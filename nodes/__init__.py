@@ -3,6 +3,7 @@
 from .control_condition import ControlCondition
 from .ddim_invert_video import DDIMInvertVideo
 from .inflate_unet import InflateUNet
+from .interpolate_frames import InterpolateFrames
 from .inversion_sampler import DDIMInversionSampler
 from .load_demo_model import LoadDemoModel
 from .load_motion_module import LoadMotionModule
@@ -14,5 +15,5 @@ from .tuned_weights_io import LoadTunedWeights, SaveTunedWeights
 
 NODE_CLASSES = [
     InflateUNet, OneShotTune, SaveTunedWeights, LoadTunedWeights, DDIMInvertVideo, TAVSample, DDIMInversionSampler,
-    ControlCondition, SampleFrames, LoadDemoModel, LoadMotionModule, LoadReferenceUNet,
+    ControlCondition, SampleFrames, LoadDemoModel, LoadMotionModule, LoadReferenceUNet, InterpolateFrames,
 ]

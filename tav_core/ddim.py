@@ -37,3 +37,8 @@ def inversion_step(
     """One reference DDIM inversion step; `denoised` is the model's x0 for input x_model at sigma_next."""
     eps = (x_model - denoised) / sigma_next
     return x + (sigma_next - sigma_cur) * eps
+
+
+def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """One DDIM (eta 0) sampling step in sigma space: keep the step's epsilon, move to sigma_next (Euler)."""
+    return x + (sigma_next - sigma) * (x - denoised) / sigma

@@ -25,6 +25,7 @@ from tav_dev.example_workflow_specs import (
     CHECKPOINT,
     CONTROLNET,
     DEMO_CLIP,
+    DEMO_MOTION_CLIP,
     MOTION_LORA_NAME,
     MOTION_MODULE,
     SOURCE_VIDEO,
@@ -164,15 +165,16 @@ def server(tmp_path_factory):
     server = make_server(workdir, folders)
     server.input_dir.mkdir(parents=True)
     write_source_video(server.input_dir / SOURCE_VIDEO)
-    shutil.copyfile(CLIPS_FOLDER / DEMO_CLIP, server.input_dir / DEMO_CLIP)
+    for clip in (DEMO_CLIP, DEMO_MOTION_CLIP):
+        shutil.copyfile(CLIPS_FOLDER / clip, server.input_dir / clip)
     write_tuned_weights(server.tuned_weights_dir / TUNED_WEIGHTS)
     server.start()
     yield server
     server.stop()
 
 
-def test_there_are_six_workflows():
-    assert len(WORKFLOWS) == 6
+def test_there_are_seven_workflows():
+    assert len(WORKFLOWS) == 7
 
 
 def test_template_browser_lists_the_workflows(server):

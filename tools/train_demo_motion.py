@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tav_dev.motion_gate import GATE_FRAMES, GATE_PROMPTS, GATE_SEED
 
 CLIP_FRAMES = (8, 16)  # frame counts drawn per batch, inclusive
 CAPTION_DROPOUT = 0.1  # AnimateDiff's cfg_random_null_text_ratio
@@ -206,8 +207,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--ema", type=float, default=0.998)
-    parser.add_argument("--gate", type=int, default=50, help="seeded prompts for the quality gate")
-    parser.add_argument("--gate-frames", type=int, default=16)
+    parser.add_argument("--gate", type=int, default=GATE_PROMPTS, help="seeded prompts for the quality gate")
+    parser.add_argument("--gate-frames", type=int, default=GATE_FRAMES)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--check-every", type=int, default=1000, help="a short gate every N steps (0: none)")
@@ -228,8 +229,7 @@ def main() -> None:
     modules = fresh_modules(unet.model.diffusion_model, args.seed)
     modules = train(args, unet, clip, vae, modules)
     train_minutes = (time.monotonic() - started) / 60
-    gate = motion_gate(unet, clip, vae, as_motion_value(modules, "trained"), args.gate, args.seed + 2,
-                       args.gate_frames)
+    gate = motion_gate(unet, clip, vae, as_motion_value(modules, "trained"), args.gate, GATE_SEED, args.gate_frames)
     minutes = (time.monotonic() - started) / 60
     log(f"quality gate on {args.gate} prompts, {args.gate_frames} frames: {gate.describe()}; "
         f"{train_minutes:.1f} min training, {minutes:.1f} min in all")

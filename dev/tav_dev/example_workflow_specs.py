@@ -21,6 +21,10 @@ DEMO_CLIP = "shapes_demo_arc.mp4"  # in demo_model/clips/
 DEMO_SOURCE_CAPTION = "a red circle on a blue background"
 DEMO_EDIT_CAPTION = "a red triangle on a blue background"
 DEMO_TUNE_STEPS, DEMO_LEARNING_RATE, DEMO_DDIM_STEPS, DEMO_CFG = 300, 3e-4, 25, GATE_CFG
+DEMO_MOTION_MODULE = "tav_shapes_world_motion.safetensors"  # the pack's demo_model/animatediff_models/
+DEMO_MOTION_CLIP = "shapes_demo_bounce.mp4"
+DEMO_MOTION_SOURCE_CAPTION = "a green square on a blue background"
+DEMO_MOTION_EDIT_CAPTION = "a red circle on a white background"
 MUTED = 2  # LiteGraph mode "never": the frontend leaves the node out of the prompt
 
 
@@ -472,5 +476,49 @@ model, one-shot tuned to your clip as a motion LoRA (MotionDirector's way), then
     return g.workflow("tuneavideo_motion_module_edit", [*groups, COMPARE_GROUP])
 
 
+def demo_motion_transfer_workflow() -> Workflow:
+    """The second demo: the demo motion module, tuned to a bundled clip as a motion LoRA, then text-to-video from
+    fresh noise with another caption: the clip's motion on another object (the paper's one-shot claim)."""
+    g = Graph()
+    add_inputs(g, demo=True)
+    next(node for node in g.nodes if node.key == "video").widgets["file"] = DEMO_MOTION_CLIP
+    add_prompts(g, [(*SOURCE_PROMPT, DEMO_MOTION_SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
+                    (*EDIT_PROMPT, DEMO_MOTION_EDIT_CAPTION, 730)])
+    add_tune(g, steps=DEMO_TUNE_STEPS, learning_rate=DEMO_LEARNING_RATE, gradient_checkpointing="off",
+             caption=DEMO_MOTION_SOURCE_CAPTION, motion_training="lora", motion_rank=32)
+    inflate = next(node for node in g.nodes if node.key == "inflate")
+    inflate.widgets.update({"attention": "per_frame", "temporal_layers": False})
+    g.add(Node("motion", "TAV_LoadMotionModule", (PROMPTS_X, -140),
+               {"motion_module": DEMO_MOTION_MODULE, "motion_lora": "none", "lora_strength": 1.0}, width=320),
+          Node("fresh", "EmptyLatentImage", (INVERT_X, INVERT_Y), {"width": 64, "height": 64, "batch_size": 8},
+               title="Fresh noise (8 frames)", width=240))
+    g.link("motion", "motion_module", "inflate", "motion_module")
+    g.reroute("r_model_edit", (EDIT_X - 200, 440))
+    g.reroute("r_vae_decode", (EDIT_X + 180, TOP_LANE_Y))
+    edit = add_edit(g, fps=8.0, prefix="tuneavideo/demo_motion", steps=DEMO_DDIM_STEPS, cfg=DEMO_CFG,
+                    latent=("fresh", "LATENT"))
+    g.add(Node("save_frames", "SaveImage", (EDIT_X + 520, EDIT_Y + 150),
+               {"filename_prefix": "tuneavideo/demo_motion_frames"}, title="Generated frames", width=220))
+    g.link("decode", "IMAGE", "save_frames", "images")
+    g.reroute("r_source_frames", (540, BOTTOM_LANE_Y))
+    add_compare(g, ("components", "images"), fps=8.0, prefix="tuneavideo/demo_motion_side_by_side")
+    g.add(note("about", NOTE_POS, f"""
+Motion-transfer demo on the pack's own toy models (no downloads, a CPU is enough): the demo motion
+module {DEMO_MOTION_MODULE} (trained by tools/train_demo_motion.py on clips of the shapes world, listed
+by TAV Load Motion Module from the pack's own demo_model/animatediff_models/) runs in the demo model as
+AnimateDiff runs a module (attention per_frame, no temporal layers). One-Shot Tune tunes it to the
+bundled clip demo_model/clips/{DEMO_MOTION_CLIP} ("{DEMO_MOTION_SOURCE_CAPTION}", bouncing) as a motion
+LoRA; TAV Sample then draws "{DEMO_MOTION_EDIT_CAPTION}" from fresh noise, with no inversion: the
+new object should move as the clip's did. `bash scripts/demo.sh --workflow motion` runs it headless
+and judges the frames with OpenCV (right object, consistency, the centred path against the clip's).
+"""))
+    groups = stage_groups([*edit, "save_frames"], tune=("inflate", "tune", "loss"),
+                          inputs=["ckpt", "video", "components", "encode"])
+    groups[0]["title"] = "Inputs (demo model, video)"
+    groups[3] = {"title": "Fresh noise", "nodes": ["fresh"]}
+    groups.insert(2, {"title": "Motion module", "nodes": ["motion"]})
+    return g.workflow("tuneavideo_demo_motion_transfer", [*groups, COMPARE_GROUP])
+
+
 WORKFLOWS = [demo_workflow, edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow,
-             motion_module_edit_workflow]
+             motion_module_edit_workflow, demo_motion_transfer_workflow]

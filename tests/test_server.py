@@ -5,7 +5,7 @@ from tav_dev.comfy_server import make_server
 
 PACK_NODES = [
     "TAV_InflateUNet", "TAV_OneShotTune", "TAV_SaveTunedWeights", "TAV_LoadTunedWeights", "TAV_DDIMInvertVideo",
-    "TAV_Sample", "TAV_ControlCondition", "TAV_SampleFrames",
+    "TAV_Sample", "TAV_ControlCondition", "TAV_SampleFrames", "TAV_InterpolateFrames",
 ]
 
 

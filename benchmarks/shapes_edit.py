@@ -21,8 +21,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from tav_dev.demo_gate import GATE_CFG  # noqa: E402  (the demo model's guidance)
-from tav_dev.shapes_bench import Graph, edit_targets, mean  # noqa: E402
+from tav_dev.shapes_bench import Graph, add_shared_arguments, clip_inputs, edit_targets, mean  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,12 +66,7 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
     from comfyui_tune_a_video.shapes_demo.world import caption as make_caption
 
     g = Graph()
-    demo = g.add("TAV_LoadDemoModel")
-    model, clip, vae = [demo, 0], [demo, 1], [demo, 2]
-    frames = g.add("GetVideoComponents", video=[g.add("LoadVideo", file=video), 0])
-    latents = [g.add("VAEEncode", pixels=[frames, 0], vae=vae), 0]
-    empty = [g.add("CLIPTextEncode", clip=clip, text=""), 0]
-    source = [g.add("CLIPTextEncode", clip=clip, text=caption), 0]
+    model, clip, vae, latents, empty, source = clip_inputs(g, video, caption)
     prompts = {kind: [g.add("CLIPTextEncode", clip=clip, text=make_caption(*target)), 0]
                for kind, target in targets.items()}
     fresh = [g.add("EmptyLatentImage", width=64, height=64, batch_size=settings.frames), 0]
@@ -225,18 +219,10 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--first-seed", type=int, default=1)
+    add_shared_arguments(parser, list(VARIANTS), "shapes_edit.md")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--edits", default=",".join(EDITS))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--tune-steps", type=int, default=300)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--ddim-steps", type=int, default=25)
-    parser.add_argument("--cfg", type=float, default=GATE_CFG, help="guidance (default: the demo model's)")
     parser.add_argument("--inversion-strength", type=float, default=1.0)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_edit.md"))
-    parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS) | set(args.edits.split(",")) - set(EDITS)
     if unknown:

@@ -29,8 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from tav_dev.demo_gate import GATE_CFG  # noqa: E402  (the demo model's guidance)
-from tav_dev.shapes_bench import Graph, mean  # noqa: E402
+from tav_dev.shapes_bench import Graph, add_shared_arguments, clip_inputs, mean  # noqa: E402
 
 SOURCE_FRAMES = 16
 CENTROID_TOLERANCE = 2.0  # px: an in-between "on the spot"
@@ -153,12 +152,7 @@ def clip_graph(video: str, caption: str, keyframes: int, variants: list[str], se
     """One prompt for one clip; saves[row] is the SaveImage node of its frames ("keyframes": the keyframe
     latents decoded, "blend": the blended in-betweens, every variant: its whole interpolated clip)."""
     g = Graph()
-    demo = g.add("TAV_LoadDemoModel")
-    model, clip, vae = [demo, 0], [demo, 1], [demo, 2]
-    frames = g.add("GetVideoComponents", video=[g.add("LoadVideo", file=video), 0])
-    latents = [g.add("VAEEncode", pixels=[frames, 0], vae=vae), 0]
-    empty = [g.add("CLIPTextEncode", clip=clip, text=""), 0]
-    source = [g.add("CLIPTextEncode", clip=clip, text=caption), 0]
+    model, clip, vae, latents, empty, source = clip_inputs(g, video, caption)
     saves = {}
 
     def save(row: str, latent: list) -> None:
@@ -335,15 +329,7 @@ def target_checks(summary: dict[str, dict[str, float]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--tune-steps", type=int, default=300)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--ddim-steps", type=int, default=25)
-    parser.add_argument("--cfg", type=float, default=GATE_CFG, help="guidance (default: the demo model's)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_interpolate.md"))
-    parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")
+    add_shared_arguments(parser, list(VARIANTS), "shapes_interpolate.md")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:

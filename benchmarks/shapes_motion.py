@@ -28,8 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from tav_dev.demo_gate import GATE_CFG  # noqa: E402  (the demo model's guidance)
-from tav_dev.shapes_bench import Graph, edit_targets, mean  # noqa: E402
+from tav_dev.shapes_bench import Graph, add_shared_arguments, clip_inputs, edit_targets, mean  # noqa: E402
 
 DEMO_MOTION_MODULE = "tav_shapes_world_motion.safetensors"
 EDITS = ("colour", "shape", "background", "all")
@@ -74,14 +73,9 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
     from comfyui_tune_a_video.shapes_demo.world import caption as make_caption
 
     g = Graph()
-    demo = g.add("TAV_LoadDemoModel")
-    model, clip, vae = [demo, 0], [demo, 1], [demo, 2]
+    model, clip, vae, latents, empty, source = clip_inputs(g, video, caption)
     motion = [g.add("TAV_LoadMotionModule", motion_module=DEMO_MOTION_MODULE, motion_lora="none",
                     lora_strength=1.0), 0]
-    frames = g.add("GetVideoComponents", video=[g.add("LoadVideo", file=video), 0])
-    latents = [g.add("VAEEncode", pixels=[frames, 0], vae=vae), 0]
-    empty = [g.add("CLIPTextEncode", clip=clip, text=""), 0]
-    source = [g.add("CLIPTextEncode", clip=clip, text=caption), 0]
     prompts = {kind: [g.add("CLIPTextEncode", clip=clip, text=make_caption(*target)), 0]
                for kind, target in targets.items()}
     fresh = [g.add("EmptyLatentImage", width=64, height=64, batch_size=settings.frames), 0]
@@ -128,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     setup_host()
     from comfyui_tune_a_video.shapes_demo.metrics import score_edit, score_motion
     from comfyui_tune_a_video.shapes_demo.world import PATHS, random_clip
-    from tav_dev.contact_sheet import read_frames, write_contact_sheet
+    from tav_dev.contact_sheet import read_frames
     from tav_dev.headless_comfy import ComfyServer, history_error
     from tav_dev.shapes_clips import write_lossless_mp4
 
@@ -163,15 +157,22 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                     edits[variant].append(score_edit(frames, clip.frames, targets[kind]))
             print(f"[shapes_motion] clip {number + 1}/{args.clips}: {clip.caption}, "
                   f"{time.monotonic() - clip_started:.0f} s", flush=True)
-    summary = {variant: summarise(t2v, edits, variant) for variant in variants}
-    report = format_report(summary, settings, args, time.monotonic() - started)
-    out = Path(args.out)
+            # The report so far after every clip: a stopped run keeps what it finished.
+            summary = {variant: summarise(t2v, edits, variant) for variant in variants}
+            report = format_report(summary, settings, args, time.monotonic() - started, number + 1)
+            write_outputs(Path(args.out), report, sheet_rows, args.first_seed)
+    print(report)
+    print(f"[shapes_motion] wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    return summary
+
+
+def write_outputs(out: Path, report: str, sheet_rows: list[tuple[str, np.ndarray]], first_seed: int) -> None:
+    """The markdown report and the contact sheet beside it."""
+    from tav_dev.contact_sheet import write_contact_sheet
+
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_motion, clip seed {args.first_seed}", scale=1)
-    print(report)
-    print(f"[shapes_motion] wrote {out} and {out.with_suffix('.png')}")
-    return summary
+    write_contact_sheet(out.with_suffix(".png"), sheet_rows, f"shapes_motion, clip seed {first_seed}", scale=1)
 
 
 def summarise(t2v, edits, variant: str) -> dict[str, float]:
@@ -198,13 +199,13 @@ def fmt(value: float, digits: int = 3) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def format_report(summary: dict[str, dict[str, float]], settings: Settings, args, seconds: float) -> str:
+def format_report(summary: dict[str, dict[str, float]], settings: Settings, args, seconds: float, clips: int) -> str:
     low, median, high = world_speeds(settings.frames)
     lines = [
         "# Shapes-world motion benchmark",
         "",
-        f"{args.clips} clips of {settings.frames} frames at 64x64 (seeds {args.first_seed}-"
-        f"{args.first_seed + args.clips - 1}, paths linear/diagonal/arc/bounce in turn), edits {', '.join(EDITS)}; "
+        f"{clips} clips of {settings.frames} frames at 64x64 (seeds {args.first_seed}-"
+        f"{args.first_seed + clips - 1}, paths linear/diagonal/arc/bounce in turn), edits {', '.join(EDITS)}; "
         f"One-Shot Tune {settings.tune_steps} steps at lr {settings.learning_rate:g}; DDIM {settings.ddim_steps} "
         f"steps, cfg {settings.cfg:g}; demo motion module {DEMO_MOTION_MODULE}; {seconds / 60:.1f} min. "
         f"The world's own {settings.frames}-frame clips move {low:.2f}-{high:.2f} px/frame (median {median:.2f}). "
@@ -286,17 +287,9 @@ def target_checks(summary: dict[str, dict[str, float]], low: float, high: float)
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--first-seed", type=int, default=1)
+    add_shared_arguments(parser, list(VARIANTS), "shapes_motion.md")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--tune-steps", type=int, default=300)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--ddim-steps", type=int, default=25)
-    parser.add_argument("--cfg", type=float, default=GATE_CFG, help="guidance (default: the demo model's)")
     parser.add_argument("--sheet-edit", default="colour", choices=EDITS, help="the edit the contact sheet shows")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "shapes_motion.md"))
-    parser.add_argument("--workdir", default="", help="ComfyUI's base folder for the run (default: a temp folder)")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:

@@ -24,17 +24,23 @@ def score_edit(frames: np.ndarray, source: np.ndarray, target: tuple[str, str, s
     original = [judge(frame) for frame in source]
     distances = [_distance(a, b) for a, b in zip(edited, original, strict=True) if a.centroid and b.centroid]
     pairs = list(zip(edited, edited[1:], strict=False))
-    same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs]
     areas = [abs(b.area - a.area) / max(a.area, b.area) for a, b in pairs if a.centroid and b.centroid]
     mse = float(np.mean((frames.astype(np.float64) - source.astype(np.float64)) ** 2))
     return EditScore(
         text_alignment=float(np.mean([j.matches(*target) for j in edited])),
         motion_error=float(np.mean(distances)) if distances else math.nan,
         object_found=float(np.mean([j.centroid is not None for j in edited])),
-        consistency=float(np.mean(same)) if same else math.nan,
+        consistency=consistency(edited),
         area_change=float(np.mean(areas)) if areas else math.nan,
         psnr=10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf,
     )
+
+
+def consistency(judged: list[Judgement]) -> float:
+    """Consecutive frame pairs showing the same judged object (colour and shape); nan for a single frame."""
+    same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape)
+            for a, b in zip(judged, judged[1:], strict=False)]
+    return float(np.mean(same)) if same else math.nan
 
 
 def _distance(a: Judgement, b: Judgement) -> float:
@@ -65,12 +71,10 @@ def score_motion(
              if a is not None and b is not None]
     turns = [float(np.linalg.norm(c - 2 * b + a)) for a, b, c in zip(points, points[1:], points[2:], strict=False)
              if a is not None and b is not None and c is not None]
-    pairs = list(zip(judged, judged[1:], strict=False))
-    same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape) for a, b in pairs]
     return MotionScore(
         object_found=float(np.mean([p is not None for p in points])),
         right_object=float(np.mean([j.matches(*target) for j in judged])),
-        consistency=float(np.mean(same)) if same else math.nan,
+        consistency=consistency(judged),
         speed=float(np.mean(steps)) if steps else math.nan,
         acceleration=float(np.mean(turns)) if turns else math.nan,
         trajectory_error=trajectory_error(points, reference_path) if reference_path is not None else math.nan,

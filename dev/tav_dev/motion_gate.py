@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .demo_gate import GATE_CFG, GATE_STEPS
+from .shapes_bench import mean
 
 RIGHT_OBJECT, CONSISTENCY, SPEED_SHARE = 0.95, 0.9, 0.5  # the gate: issue 23's figures
 GATE_PROMPTS, GATE_FRAMES, GATE_SEED = 50, 16, 2  # the training script's gate, which the test suite re-checks
@@ -77,10 +78,8 @@ def motion_gate(model, clip, vae, motion_module, prompts: int, seed: int, frames
         videos = sample_videos(video_model(model, motion_module), clip, vae, captions, frames, seed)
     scores = [score_motion(video, parse_caption(text)) for video, text in zip(videos, captions, strict=True)]
 
-    def mean(name: str) -> float:
-        values = [getattr(score, name) for score in scores]
-        values = [value for value in values if not np.isnan(value)]
-        return float(np.mean(values)) if values else float("nan")
+    def average(name: str) -> float:
+        return mean([getattr(score, name) for score in scores])
 
-    return MotionGate(prompts, frames, mean("object_found"), mean("right_object"), mean("consistency"),
-                      mean("speed"), mean("acceleration"), float(np.median(clip_speeds(frames))))
+    return MotionGate(prompts, frames, average("object_found"), average("right_object"), average("consistency"),
+                      average("speed"), average("acceleration"), float(np.median(clip_speeds(frames))))

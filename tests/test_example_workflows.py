@@ -46,6 +46,7 @@ SHORT_SETTINGS = {
     "TAV_OneShotTune": {"steps": 2},
     "TAV_DDIMInvertVideo": {"steps": 3},
     "TAV_Sample": {"steps": 3},
+    "TAV_InterpolateFrames": {"steps": 3},
 }
 # Loaders of weights that cannot exist here, replaced by the tiny test models (same outputs, same order).
 SWAPS = {
@@ -173,8 +174,8 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def test_there_are_seven_workflows():
-    assert len(WORKFLOWS) == 7
+def test_there_are_eight_workflows():
+    assert len(WORKFLOWS) == 8
 
 
 def test_template_browser_lists_the_workflows(server):
@@ -233,6 +234,10 @@ def test_workflow_loads_and_runs(server, path):
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = list((server.output_dir / "tuneavideo").glob("*.mp4"))
     assert saved, "no edited video was written"
+    if path.stem == "tuneavideo_interpolate_frames":
+        count = SHORT_SETTINGS["TAV_SampleFrames"]["count"]
+        interpolated = next((server.output_dir / "tuneavideo").glob("interpolated*.mp4"))
+        assert video_frame_count(interpolated) == 2 * count - 1, "factor 1 puts one new frame in every gap"
     if path.stem == "tuneavideo_motion_module_edit":
         lora = server.workdir / "models" / "animatediff_motion_lora" / f"{MOTION_LORA_NAME}.safetensors"
         assert lora.is_file(), "the tuned motion LoRA was not saved where AnimateDiff-Evolved reads it"
@@ -255,6 +260,15 @@ def test_tune_once_later_session_runs(server):
     entry = server.run_prompt(swap_loaders(prompt), timeout=600)  # loads the fixture's my_clip.safetensors
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert list((server.output_dir / "tuneavideo").glob("edit_later*.mp4")), "the later edit was not written"
+
+
+def video_frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
 
 
 def close_template_dialog(page) -> None:

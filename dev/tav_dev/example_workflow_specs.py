@@ -520,5 +520,60 @@ and judges the frames with OpenCV (right object, consistency, the centred path a
     return g.workflow("tuneavideo_demo_motion_transfer", [*groups, COMPARE_GROUP])
 
 
+INTERPOLATE_KEYFRAMES = 12  # every 2nd frame of a 24 fps clip: 12 fps, interpolated to 23 frames at 24 fps
+
+
+def interpolate_workflow() -> Workflow:
+    """Make-A-Video's frame interpolation with the clip's own tuned model: tune on the keyframes, then generate
+    one new frame between each neighbouring pair (twice the frame rate) and save the MP4."""
+    g = Graph()
+    add_inputs(g)
+    frames = next(node for node in g.nodes if node.key == "frames")
+    frames.widgets["count"] = INTERPOLATE_KEYFRAMES
+    add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540)])
+    add_tune(g, invert_y=620)  # the latents' lane runs under the tuning, beside the prompts' lanes
+    g.reroute("r_source_interpolate", (1980, 630))
+    g.reroute("r_empty_interpolate", (1980, 670))
+    g.add(Node("interpolate", "TAV_InterpolateFrames", (INVERT_X, INVERT_Y - 60), {
+              "factor": 1, "mode": "interpolate", "steps": 50, "cfg": 7.5, "seed": 0,
+              "control_after_generate": "fixed", "resample": 0}, width=260),
+          Node("decode", "VAEDecode", (INVERT_X + 320, INVERT_Y - 60), width=160),
+          Node("make_video", "CreateVideo", (INVERT_X + 540, INVERT_Y - 60), {"fps": 24.0}, width=220),
+          Node("save", "SaveVideo", (INVERT_X + 820, INVERT_Y - 60),
+               {"filename_prefix": "tuneavideo/interpolated", "format": "auto", "codec": "auto"}, width=240),
+          Node("source_video", "CreateVideo", (INVERT_X + 540, INVERT_Y + 380), {"fps": 12.0},
+               title="Keyframes (12 fps)", width=220),
+          Node("source_save", "SaveVideo", (INVERT_X + 820, INVERT_Y + 380),
+               {"filename_prefix": "tuneavideo/keyframes", "format": "auto", "codec": "auto"}, width=240))
+    g.reroute("r_vae_decode", (INVERT_X + 280, TOP_LANE_Y))
+    g.reroute("r_source_frames", (850, BOTTOM_LANE_Y))
+    g.link("tune", "MODEL", "interpolate", "model", via=("r_model",))
+    g.link("encode", "LATENT", "interpolate", "keyframes", via=("r_latent", "r_latent_invert"))
+    g.link(SOURCE_PROMPT[0], "CONDITIONING", "interpolate", "positive", via=("r_source_interpolate",))
+    g.link(EMPTY_PROMPT[0], "CONDITIONING", "interpolate", "negative", via=("r_empty_interpolate",))
+    g.link("interpolate", "LATENT", "decode", "samples")
+    g.link("ckpt", "VAE", "decode", "vae", via=("r_vae", "r_vae_decode"))
+    g.link("decode", "IMAGE", "make_video", "images")
+    g.link("make_video", "VIDEO", "save", "video")
+    g.link("frames", "IMAGE", "source_video", "images", via=("r_source_frames",))
+    g.link("source_video", "VIDEO", "source_save", "video")
+    g.add(note("about", NOTE_POS, f"""
+Frame interpolation (Make-A-Video's idea, with your clip's own tuned model): One-Shot Tune learns the
+clip from its keyframes, then TAV Interpolate Frames generates a new frame between each neighbouring
+pair while holding the keyframes on their own DDIM-inversion path, so they come out unchanged.
+1. Pick your checkpoint and video; TAV Sample Frames keeps {INTERPOLATE_KEYFRAMES} keyframes, every 2nd frame.
+2. Write the source caption (what the clip shows): the tuning and the new frames both use it.
+3. Queue: output/tuneavideo/interpolated is {2 * INTERPOLATE_KEYFRAMES - 1} frames at 24 fps (factor 1 doubles the
+   frame rate; factor 2-4 puts more frames in each gap, mode extend adds frames after the last one),
+   output/tuneavideo/keyframes the {INTERPOLATE_KEYFRAMES} keyframes at 12 fps to compare.
+Inflate UNet's temporal_conv pseudo3d adds Make-A-Video's temporal convolutions to the tuning.
+resample > 0 (RePaint's jump-backs) can help where neighbouring keyframes differ much.
+""" + LIGHTER))
+    groups = stage_groups([], prompts=(SOURCE_PROMPT[0], EMPTY_PROMPT[0]))
+    groups[3] = {"title": "Interpolate / decode / save", "nodes": ["interpolate", "decode", "make_video", "save"]}
+    groups[4] = {"title": "Keyframes", "nodes": ["source_video", "source_save"]}
+    return g.workflow("tuneavideo_interpolate_frames", groups)
+
+
 WORKFLOWS = [demo_workflow, edit_workflow, tune_once_edit_many_workflow, controlled_edit_workflow, style_edit_workflow,
-             motion_module_edit_workflow, demo_motion_transfer_workflow]
+             motion_module_edit_workflow, demo_motion_transfer_workflow, interpolate_workflow]

@@ -33,6 +33,7 @@ class Plan:
     inverted: bool = True
     negative: str = "empty"  # the paper's empty negative prompt, or "source": the source caption
     trainable: str = "pack"  # One-Shot Tune's trainable: "reference" trains and initialises as the original code
+    temporal_conv: str = "none"  # Inflate UNet's temporal_conv: "pseudo3d" adds Make-A-Video's 1D convolutions
 
 
 VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh noise
@@ -44,6 +45,7 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "no_temporal_layers": Plan(temporal_layers=False),
     "per_video_groupnorm": Plan(groupnorm="per_video"),
     "reference_exact": Plan(groupnorm="per_video", trainable="reference"),  # the original code's UNet and tuning
+    "pseudo3d": Plan(temporal_conv="pseudo3d"),  # full, plus a tuned temporal convolution after every ResBlock conv
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
@@ -79,11 +81,12 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 sampler_name="ddim", scheduler="ddim_uniform", positive=prompt, negative=empty,
                                 latent_image=fresh, denoise=1.0)
             else:
-                key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned, plan.trainable)
+                key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned, plan.trainable,
+                       plan.temporal_conv)
                 if key not in tuned:
                     video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
                                          temporal_layers=plan.temporal_layers, temporal_position_encoding="none",
-                                         groupnorm=plan.groupnorm), 0]
+                                         groupnorm=plan.groupnorm, temporal_conv=plan.temporal_conv), 0]
                     if plan.tuned:
                         video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents,
                                              conditioning=source, steps=settings.tune_steps,
@@ -195,6 +198,8 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
               "no_temporal_layers and per_video_groupnorm (statistics pooled over the frames, as the reference's 3D "
               "ResNet blocks) change Inflate UNet; reference_exact is per_video_groupnorm tuned with One-Shot Tune's "
               "trainable reference (norm_temp frozen, nn.Linear's output bias init), as the original code; "
+              "pseudo3d is full with Inflate UNet's temporal_conv pseudo3d (Make-A-Video's identity-initialised "
+              "1D convolution over the frames after every ResBlock 3x3 convolution, tuned beside the rest); "
               "per_frame_t2i samples every frame alone from fresh noise with the stock KSampler (no inflation).", "",
               "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "

@@ -13,8 +13,9 @@
 --settings names the tuning settings to measure, one row each: a gradient checkpointing scope (blocks,
 transformers, off), optionally followed by +compile (regional torch.compile), +channels_last, +fp32,
 +fp16 or +bf16 (precision; default auto: bf16 on a GPU, fp32 on the CPU), +sync (read the loss back every
-step instead of every GPU_REPORT_EVERY) or +naive_attention (ComfyUI's unfused attention instead of its
-optimised one). The first setting is the baseline of the ratio columns.
+step instead of every GPU_REPORT_EVERY), +naive_attention (ComfyUI's unfused attention instead of its
+optimised one) or +pseudo3d (Inflate UNet's temporal_conv pseudo3d: Make-A-Video's temporal convolutions,
+trained beside the rest). The first setting is the baseline of the ratio columns.
 
 --motion-module v2 (or v3, v1) injects a seeded motion module of AnimateDiff's layout for that UNet (written to
 a temporary file and read by the pack's loader), inflated the AnimateDiff way (per-frame attention, no temporal
@@ -65,7 +66,8 @@ GPU_BF16_TFLOPS = 800  # dense bf16 matrix products on the lent H100 (KINDS.md: 
 SCOPES = ("blocks", "transformers", "off")
 TINY_KINDS = {"tiny": "sd1", "sd15_tiny": "sd15"}  # tiny_unet kinds (sd15_tiny: SD1.5's levels, where modules fit)
 MOTION_TRAINING = {"motion_lora": "lora", "motion_full": "full", "motion_frozen": "frozen"}
-MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention", *MOTION_TRAINING)
+MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention", "pseudo3d",
+             *MOTION_TRAINING)
 
 
 def table_line(cells, wide: int | None = None) -> str:
@@ -92,7 +94,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from comfyui_tune_a_video.comfy_glue import one_shot_tune
     from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
-    from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig
+    from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig, TemporalConvMode
     from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, TuneSettings
     from tav_dev.tiny_models import CONTEXT_DIM, full_unet, tiny_unet
     from torch._dynamo.utils import counters as compile_counters
@@ -115,11 +117,12 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         base = full_unet(args.unet, seed=0, dtype=weights_dtype)
     context_dim = {"sd15_mini": 64, "sd15": 768, "sdxl": 2048}.get(args.unet, CONTEXT_DIM)
+    temporal_conv = TemporalConvMode.PSEUDO3D if "pseudo3d" in modifiers else TemporalConvMode.NONE
     if args.motion_module == "none":
-        model = inflate_model(base, InflationConfig(), "Inflate UNet")
+        model = inflate_model(base, InflationConfig(temporal_conv=temporal_conv), "Inflate UNet")
     else:
         motion = seeded_motion_module_file(base, args.motion_module, weights_dtype)
-        config = InflationConfig(attention=AttentionMode.PER_FRAME, temporal_layers=False)
+        config = InflationConfig(attention=AttentionMode.PER_FRAME, temporal_layers=False, temporal_conv=temporal_conv)
         model = inflate_model(base, config, "Inflate UNet", motion)
     build_s = time.perf_counter() - started
 
@@ -182,6 +185,7 @@ def worker(args: argparse.Namespace) -> dict:
         "step_tflop": step_flops / 1e12,
         **memory,
         "weights_file_bytes": weights_file_bytes(result.weights),
+        "trainable_params": trainable_parameters(result.weights),
         "motion_lora_file_bytes": motion_lora_file_bytes(result.weights),
         "device": str(device),
         **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],
@@ -233,6 +237,13 @@ def motion_lora_file_bytes(weights) -> int | None:
         path = Path(folder) / "motion_lora.safetensors"
         save_atomically(path, *motion_lora_file_contents(weights, torch.float16))
         return path.stat().st_size
+
+
+def trainable_parameters(weights) -> int:
+    """What One-Shot Tune trained: every element of the tuned weights (deltas, temporal layers, LoRA factors)."""
+    tensors = [*weights.q_deltas.values(), *weights.temporal.values(), *weights.motion_deltas.values()]
+    tensors += [factor for lora in weights.motion_lora.values() for factor in (lora.down, lora.up)]
+    return sum(tensor.numel() for tensor in tensors)
 
 
 def weights_file_bytes(weights) -> int:
@@ -456,7 +467,8 @@ def main() -> None:
         print(table_line(cells, wide=2))
     for _, _, setting, result, _ in measured[:len(args.settings)]:
         size_bytes, lora_bytes = result["weights_file_bytes"], result["motion_lora_file_bytes"]
-        print(f"{setting}: tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
+        print(f"{setting}: {result['trainable_params'] / 1e6:.2f} M trained parameters; "
+              f"tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
               f"({size_bytes / 2**20:.1f} MiB)" + (
                   f"; motion-LoRA file (fp16): {lora_bytes / 1e6:.1f} MB ({lora_bytes / 2**20:.1f} MiB)"
                   if lora_bytes else ""))

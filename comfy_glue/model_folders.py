@@ -9,7 +9,14 @@ import folder_paths
 import torch
 
 from ..tav_core.reference_unet import CONFIG_NAME, WEIGHTS_NAMES
-from ..tav_core.tuned_weights_file import TunedWeights, from_file_contents, motion_lora_file_contents, to_file_contents
+from ..tav_core.tuned_weights_file import (
+    TunedWeights,
+    comfy_lora_contents,
+    from_file_contents,
+    motion_lora_file_contents,
+    to_file_contents,
+    without_spatial_part,
+)
 from ..tav_core.weights_file import (
     EXTENSION,
     check_writable,
@@ -23,6 +30,7 @@ from ..tav_core.weights_file import (
 TUNED_WEIGHTS_FOLDER = "tuneavideo"
 MOTION_MODULES_FOLDER = "animatediff_models"
 MOTION_LORA_FOLDER = "animatediff_motion_lora"
+COMFY_LORA_FOLDER = "loras"  # ComfyUI's own: where LoraLoader and LoraLoaderModelOnly list files
 # Names are kept as listed (no extension added) in these folders, whose files may be .ckpt or .pt too.
 KEEPS_NAMES = (MOTION_MODULES_FOLDER, MOTION_LORA_FOLDER)
 REFERENCE_UNET_SUBFOLDER = "unet"  # where diffusers' from_pretrained(..., subfolder="unet") looks
@@ -84,6 +92,17 @@ def save_tuned_weights(weights: TunedWeights, name: str, dtype: torch.dtype) -> 
     path = save_path(name)
     save_atomically(path, *to_file_contents(weights, dtype))
     return path
+
+
+def save_as_comfy_lora(weights: TunedWeights, name: str, dtype: torch.dtype) -> tuple[Path, Path]:
+    """The spatial part as a ComfyUI LoRA in models/loras/<name>, the rest (temporal layers, motion, the
+    records) in models/tuneavideo/<name>, naming that LoRA; returns both paths. The LoRA is written first, so a
+    failure between the two never leaves a temporal file pointing at no LoRA."""
+    lora_path, rest_path = save_path(name, COMFY_LORA_FOLDER), save_path(name)
+    save_atomically(lora_path, *comfy_lora_contents(weights, dtype))
+    listed = lora_path.relative_to(Path(folder_paths.get_folder_paths(COMFY_LORA_FOLDER)[0]).resolve()).as_posix()
+    save_atomically(rest_path, *to_file_contents(without_spatial_part(weights, listed), dtype))
+    return lora_path, rest_path
 
 
 def save_motion_lora(weights: TunedWeights, name: str, dtype: torch.dtype) -> Path:

@@ -51,8 +51,8 @@ def load_motion_module(path: Path, name: str) -> MotionModule:
 
 
 def with_lora_patches(patcher, loras: dict[str, LowRank], strength: float):
-    """A clone of a motion-module patcher with LoRAs as ComfyUI weight patches (AnimateDiff's: no alpha, so
-    weight + strength * up @ down)."""
+    """A clone of a patcher with LoRAs as ComfyUI weight patches (the pack's and AnimateDiff's convention: no
+    alpha, so weight + strength * up @ down)."""
     patched = patcher.clone()
     patched.add_patches(
         {key: LoRAAdapter(set(), (lora.up, lora.down, None, None, None, None)) for key, lora in loras.items()},

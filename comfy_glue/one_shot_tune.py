@@ -3,7 +3,8 @@
 The loop runs inside ComfyUI's own sampling machinery (a Sampler driven by a guider, as
 comfy_extras/nodes_train.py does), so conditioning (SDXL's extra conds included), latent scaling
 and model loading are ComfyUI's. Everything trainable lives outside the user's model:
-- to_q deltas, added to the frozen weights through ComfyUI weight wrappers on a private clone;
+- to_q deltas (or, with a rank, comfy.weight_adapter LoRAs), added to the frozen weights through ComfyUI weight
+  wrappers on a private clone;
 - a private fp32 copy of the temporal layers;
 - with a motion module, train adapters (a motion LoRA, or deltas) on a private clone of its patcher.
 Afterwards the tuned MODEL is a fresh clone of the input with the deltas as weight patches and the
@@ -43,6 +44,7 @@ from .input_checks import require_inflated, require_video_latent
 from .motion_injection import motion_patcher_of, motion_record, swap_motion_patcher
 from .motion_training import motion_trainer
 from .progress import NodeProgress, check_cancel
+from .train_adapters import learned_lora, lora_parameters, seeded_lora
 from .tuned_weights import apply_tuned_weights, tuned_q_shapes, unet_fingerprint
 from .unet_forward import ForwardState, forward_state, published
 from .unet_inflation import Inflation, attach_temporal_layers, empty_temporal_layers, temporal_layers_of
@@ -154,7 +156,15 @@ class _TuneGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive})
 
 
-def check_settings(settings: TuneSettings, node: str) -> None:
+def check_settings(settings: TuneSettings, q_shapes: dict[str, torch.Size], node: str) -> None:
+    if settings.rank < 0:
+        raise TAVInputError(node, "rank", f"{settings.rank}: the rank is 0 (full-rank deltas) or more.")
+    smallest = min((min(shape) for shape in q_shapes.values()), default=0)
+    if settings.rank > smallest:
+        raise TAVInputError(
+            node, "rank", f"{settings.rank} is above the smallest tuned to_q's dimension ({smallest}), where a LoRA "
+            "holds no more than a full-rank delta.", f"Use a rank up to {smallest}, or 0 for full-rank deltas.",
+        )
     if settings.steps < 1:
         raise TAVInputError(node, "steps", f"{settings.steps}: at least 1 step is needed.")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
@@ -223,7 +233,8 @@ def tune(
     """Run One-Shot Tune; the input model and every other clone stay exactly as they were."""
     inflation = require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latents")
-    check_settings(settings, node)
+    q_shapes = tuned_q_shapes(model)
+    check_settings(settings, q_shapes, node)
     fingerprint = unet_fingerprint(model)
     device = model.load_device
     precision = resolve_precision(
@@ -234,12 +245,16 @@ def tune(
     with torch.inference_mode(False):
         trainer = model.clone()
         trainer.set_model_compute_dtype(precision.compute_dtype)
-        deltas = {
-            key: nn.Parameter(torch.zeros(shape, device=device, dtype=torch.float32))
-            for key, shape in tuned_q_shapes(model).items()
-        }
-        for key, delta in deltas.items():
-            trainer.add_weight_wrapper(key, DeltaWeight(delta))
+        deltas, q_loras = {}, {}
+        if settings.rank:
+            generator = torch.Generator().manual_seed(settings.seed)
+            for key in sorted(q_shapes):
+                q_loras[key] = seeded_lora(model.get_model_object(key), settings.rank, generator, device)
+                trainer.add_weight_wrapper(key, q_loras[key])
+        else:
+            for key, shape in q_shapes.items():
+                deltas[key] = nn.Parameter(torch.zeros(shape, device=device, dtype=torch.float32))
+                trainer.add_weight_wrapper(key, DeltaWeight(deltas[key]))
         temporal = training_temporal_layers(model, inflation, settings)
         if temporal is not None:
             attach_temporal_layers(trainer, temporal)
@@ -266,7 +281,7 @@ def tune(
             [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
         )
         use_ordinary_tensors(trainer.model)
-        params = list(deltas.values())
+        params = list(deltas.values()) + [p for adapter in q_loras.values() for p in lora_parameters(adapter)]
         if temporal is not None:
             params += [param for param in temporal.parameters() if param.requires_grad]
         if motion is not None:
@@ -329,6 +344,7 @@ def tune(
             motion=motion_record(inflation),
             motion_lora=motion_lora,
             motion_deltas=motion_deltas,
+            q_lora={key: learned_lora(adapter) for key, adapter in q_loras.items()},
             info={
                 "frames": str(samples.shape[0]),
                 "caption": caption,
@@ -338,6 +354,7 @@ def tune(
                 "trainable": Trainable(settings.trainable).value,
                 "precision": str(precision.compute_dtype).removeprefix("torch."),
                 "final_loss": f"{losses[-1]:.6g}",
+                **({"rank": str(settings.rank)} if settings.rank else {}),
                 **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None else {}),
             },
         )

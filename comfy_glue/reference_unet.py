@@ -172,6 +172,6 @@ def reference_unet_contents(model, weights: TunedWeights, node: str) -> tuple[di
                                                                         for c in spatial.values()})
     if uncovered:
         raise TAVInputError(node, "model", f"diffusers has no key for {', '.join(uncovered[:MISMATCHES_NAMED])}.")
-    tensors = {d: effective_weight(model, c, weights.q_deltas.get(c)) for d, c in spatial.items()}
+    tensors = {d: effective_weight(model, c, weights.q_delta(c)) for d, c in spatial.items()}
     tensors.update({ref: weights.temporal[pack] for ref, pack in temporal_keys(spatial, inflation).items()})
     return tensors, config

@@ -66,8 +66,9 @@ def unet_fingerprint(model) -> UNetFingerprint:
 
 
 def check_fit(model, weights: TunedWeights) -> None:
-    """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise)."""
-    problems = shape_mismatches(tuned_q_shapes(model), weights.q_deltas)
+    """Every tensor must have its place and shape in this inflated model (a WeightsFileError otherwise); a to_q
+    part kept in a ComfyUI LoRA file is the stock loader's to fit."""
+    problems = [] if weights.spatial_lora else shape_mismatches(tuned_q_shapes(model), weights.q_shapes())
     temporal = temporal_layers_of(model)  # None: the model adds no layers, so the file must hold none
     shapes = {key: value.shape for key, value in temporal.state_dict().items()} if temporal is not None else {}
     problems += shape_mismatches(shapes, weights.temporal)
@@ -86,7 +87,7 @@ def check_fit(model, weights: TunedWeights) -> None:
 def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.ModelPatcher":
     """A clone of an inflated `model` carrying the tuned to_q deltas as patches, its own temporal layers and
     the tuned motion LoRA or deltas as patches on a clone of its motion-module patcher."""
-    tuned = model.clone()
+    tuned = with_lora_patches(model, weights.q_lora, 1.0)
     tuned.add_patches({key: ("diff", (delta,)) for key, delta in weights.q_deltas.items()})
     if weights.temporal:
         layers = empty_temporal_layers(inflation_of(model), unet_compute_dtype(model), model.offload_device)
@@ -131,6 +132,7 @@ def load_onto(
             "Load the checkpoint the video was tuned on.",
         )
     check_motion(inflation_of(model).motion, weights, allow_mismatch, node, source)
+    check_spatial_lora(model, weights, node, source)
     try:
         check_fit(model, weights)
     except WeightsFileError as error:
@@ -142,6 +144,21 @@ def load_onto(
         )
         refuse_or_warn(message, allow_mismatch, node, "model", "Load the checkpoint the video was tuned on")
     return apply_tuned_weights(model, weights)
+
+
+def check_spatial_lora(model, weights: TunedWeights, node: str, source: str) -> None:
+    """Weights whose to_q changes went to a ComfyUI LoRA file need that LoRA on the MODEL: without it only the
+    temporal part would apply, a half-tuned model that looks fine and edits badly."""
+    if not weights.spatial_lora:
+        return
+    unpatched = [key for key in tuned_q_shapes(model) if key not in model.patches]
+    if unpatched:
+        raise TAVInputError(
+            node, "model",
+            f"{source} holds only the temporal part of its tune; the to_q part is the ComfyUI LoRA "
+            f"loras/{weights.spatial_lora}, and this MODEL carries no LoRA on {unpatched[0].removesuffix('.weight')}.",
+            f"Put LoraLoaderModelOnly with {weights.spatial_lora} (strength 1) between the checkpoint and this node.",
+        )
 
 
 def refuse_or_warn(message: str, allow_mismatch: bool, node: str, input_name: str, fix: str) -> None:

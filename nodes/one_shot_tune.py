@@ -15,6 +15,7 @@ from .tuned_weights_io import checked_save_path
 from .weights_in_prompt import refuse_save_and_load_together
 
 NODE = "One-Shot Tune"
+MAX_RANK = 1024
 
 
 class OneShotTune(io.ComfyNode):
@@ -103,6 +104,15 @@ class OneShotTune(io.ComfyNode):
                         "convolutions) learn either way."
                     ),
                 ),
+                io.Int.Input(
+                    "rank", default=0, min=0, max=MAX_RANK, optional=True,
+                    tooltip=(
+                        "0: every to_q learns a full-rank delta (the paper; SD1.5's file about 140 MB with the "
+                        "temporal layers). Above 0: a LoRA of this rank per to_q instead (comfy.weight_adapter's), a "
+                        "smaller file that TAV Save Tuned Weights can also write as a standard ComfyUI LoRA "
+                        "(as_comfy_lora). A LoRA usually wants a higher learning_rate (1e-4)."
+                    ),
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The tuned video model."),
@@ -116,30 +126,33 @@ class OneShotTune(io.ComfyNode):
 
     @classmethod
     def check_inputs(
-        cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None
+        cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None,
+        rank: int | None = None,
     ) -> None:
-        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank})
+        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank, "rank": rank})
         if save_name is not None and save_name.strip():
             checked_save_path(NODE, save_name)
 
     @classmethod
     def validate_inputs(
         cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None,
-        motion_rank: int | None = None,
+        motion_rank: int | None = None, rank: int | None = None,
     ) -> bool | str:
-        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank))
+        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank))
 
     @classmethod
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
         motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
+        rank: int = 0,
     ) -> io.NodeOutput:
-        cls.check_inputs(steps, learning_rate, save_name, motion_rank)
+        cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank)
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
             steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision),
             motion_training=MotionTraining(motion_training), motion_rank=motion_rank, trainable=Trainable(trainable),
+            rank=rank,
         )
         result = tune(model, latents, conditioning, settings, NODE, caption=caption)
         if save_name.strip():

@@ -6,12 +6,14 @@ import torch
 from comfy_api.latest import io
 
 from ..comfy_glue.model_folders import (
+    COMFY_LORA_FOLDER,
     MOTION_LORA_FOLDER,
     TUNED_WEIGHTS_FOLDER,
     existing_path,
     load_tuned_weights,
     pack_weights_files,
     reference_save_path,
+    save_as_comfy_lora,
     save_motion_lora,
     save_path,
     save_reference_unet,
@@ -22,7 +24,13 @@ from ..comfy_glue.tuned_weights import load_onto
 from ..tav_core.errors import TAVInputError
 from ..tav_core.weights_file import WeightsFileError, file_signature
 from .common import CATEGORY, MOTION_MODULE, SAVE_PRECISIONS, TUNED_WEIGHTS, validation_result
-from .weights_in_prompt import MOTION_LORA_FORMAT, PACK_FORMAT, REFERENCE_FORMAT, refuse_save_and_load_together
+from .weights_in_prompt import (
+    AS_COMFY_LORA_INPUT,
+    MOTION_LORA_FORMAT,
+    PACK_FORMAT,
+    REFERENCE_FORMAT,
+    refuse_save_and_load_together,
+)
 
 SAVE_NODE = "TAV Save Tuned Weights"
 LOAD_NODE = "TAV Load Tuned Weights"
@@ -87,29 +95,50 @@ class SaveTunedWeights(io.ComfyNode):
                         "output), whose other UNet weights the folder holds too."
                     ),
                 ),
+                io.Boolean.Input(
+                    AS_COMFY_LORA_INPUT, default=False, optional=True,
+                    tooltip=(
+                        "For format pack: write the to_q part as a standard ComfyUI LoRA, models/loras/<save_name>"
+                        ".safetensors, which the stock LoraLoaderModelOnly applies (to share it, or stack it with "
+                        "other LoRAs), and only the temporal part to models/tuneavideo/<save_name>.safetensors. To "
+                        "use them: checkpoint -> LoraLoaderModelOnly (strength 1) -> TAV Load Tuned Weights."
+                    ),
+                ),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt],
         )
 
     @classmethod
-    def validate_inputs(cls, save_name: str | None = None, format: str | None = None) -> bool | str:
+    def validate_inputs(
+        cls, save_name: str | None = None, format: str | None = None, as_comfy_lora: bool | None = None
+    ) -> bool | str:
         if save_name is None:
             return True
-        format = format or PACK_FORMAT
-        folder = SAVE_FOLDERS.get(format, TUNED_WEIGHTS_FOLDER)
-        return validation_result(lambda: checked_save_path(SAVE_NODE, save_name, folder, format))
+        return validation_result(lambda: cls.checked_paths(save_name, format or PACK_FORMAT, bool(as_comfy_lora)))
+
+    @classmethod
+    def checked_paths(cls, save_name: str, format: str, as_comfy_lora: bool) -> list[tuple[str, Path]]:
+        """(folder, path) of every file the save writes, each checked to be writable; refuses as_comfy_lora with
+        another format than pack."""
+        if as_comfy_lora and format != PACK_FORMAT:
+            raise TAVInputError(
+                SAVE_NODE, AS_COMFY_LORA_INPUT, f"a ComfyUI LoRA is written with format pack, not {format}.",
+                "Set format to pack, or turn as_comfy_lora off.",
+            )
+        folders = [SAVE_FOLDERS[format]] + ([COMFY_LORA_FOLDER] if as_comfy_lora else [])
+        return [(folder, checked_save_path(SAVE_NODE, save_name, folder, format)) for folder in folders]
 
     @classmethod
     def execute(
-        cls, tuned_weights, save_name: str, precision: str, format: str = PACK_FORMAT, model=None
+        cls, tuned_weights, save_name: str, precision: str, format: str = PACK_FORMAT, model=None,
+        as_comfy_lora: bool = False,
     ) -> io.NodeOutput:
-        folder = SAVE_FOLDERS[format]
-        path = checked_save_path(SAVE_NODE, save_name, folder, format)
-        refuse_save_and_load_together(
-            cls.hidden, SAVE_NODE, "save_name", save_name, saving=True, folder=folder,
-            path=path if format == REFERENCE_FORMAT else None,
-        )
+        for folder, path in cls.checked_paths(save_name, format, as_comfy_lora):
+            refuse_save_and_load_together(
+                cls.hidden, SAVE_NODE, "save_name", save_name, saving=True, folder=folder,
+                path=path if format == REFERENCE_FORMAT else None,
+            )
         dtype = getattr(torch, SAVE_PRECISIONS[precision])
         if format == REFERENCE_FORMAT:
             if model is None:
@@ -125,6 +154,14 @@ class SaveTunedWeights(io.ComfyNode):
                 raise TAVInputError(
                     SAVE_NODE, "tuned_weights", f"{error}.", "Save with format pack instead."
                 ) from error
+        elif as_comfy_lora:
+            if tuned_weights.spatial_lora:
+                raise TAVInputError(
+                    SAVE_NODE, "tuned_weights",
+                    f"these weights' to_q part is already the ComfyUI LoRA {tuned_weights.spatial_lora}.",
+                    "Turn as_comfy_lora off to save the temporal part again.",
+                )
+            save_as_comfy_lora(tuned_weights, save_name, dtype)
         else:
             save_tuned_weights(tuned_weights, save_name, dtype)
         return io.NodeOutput()

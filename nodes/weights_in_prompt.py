@@ -9,6 +9,7 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from ..comfy_glue.model_folders import (
+    COMFY_LORA_FOLDER,
     MOTION_LORA_FOLDER,
     TUNED_WEIGHTS_FOLDER,
     existing_path,
@@ -18,6 +19,7 @@ from ..comfy_glue.model_folders import (
 from ..tav_core.errors import TAVInputError
 
 SAVE_FORMAT_INPUT = "format"
+AS_COMFY_LORA_INPUT = "as_comfy_lora"  # TAV Save Tuned Weights also writes models/loras/<save_name>
 PACK_FORMAT = "pack"
 MOTION_LORA_FORMAT = "animatediff_motion_lora"
 REFERENCE_FORMAT = "reference"
@@ -55,6 +57,8 @@ FILE_INPUTS = (
     FileInput("TAV_SaveTunedWeights", "save_name", MOTION_LORA_FOLDER, saving=True, format=MOTION_LORA_FORMAT),
     FileInput("TAV_LoadTunedWeights", "weights_name", TUNED_WEIGHTS_FOLDER, saving=False),
     FileInput("TAV_LoadMotionModule", "motion_lora", MOTION_LORA_FOLDER, saving=False),
+    FileInput("LoraLoader", "lora_name", COMFY_LORA_FOLDER, saving=False),
+    FileInput("LoraLoaderModelOnly", "lora_name", COMFY_LORA_FOLDER, saving=False),
     FileInput(
         "TAV_SaveTunedWeights", "save_name", TUNED_WEIGHTS_FOLDER, saving=True, format=REFERENCE_FORMAT,
         locate=reference_unet_path,

@@ -1,14 +1,17 @@
 """What One-Shot Tune learned, and its file format: host-free, so it can be read and checked anywhere.
 
 Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base, under the key
-ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), the temporal layers whole (temporal attention
-and, with temporal_conv pseudo3d, the temporal convolutions as their residual: tav_core.temporal_conv), and what
-was tuned of a motion module (a motion LoRA in AnimateDiff's layout, or deltas of all its weights), with
-fingerprints of the base UNet and of the motion module and the inflation settings in the metadata.
+ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), or, tuned with a rank, as its LoRA in
+ComfyUI's generic layout ("<path>.to_q.lora_up.weight" / ".lora_down.weight", no alpha: weight + up @ down);
+the temporal layers whole (temporal attention and, with temporal_conv pseudo3d, the temporal convolutions as
+their residual: tav_core.temporal_conv), and what was tuned of a motion module (a motion LoRA in AnimateDiff's
+layout, or deltas of all its weights), with fingerprints of the base UNet and of the motion module and the
+inflation settings in the metadata. Saved beside a ComfyUI LoRA file (comfy_lora_contents), the spatial part
+lives in that file alone and the metadata names it (SPATIAL_LORA_KEY).
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -28,6 +31,10 @@ MOTION_DELTA_PREFIX = "tav_motion_diff."
 MOTION_FIELDS = ("name", "version", "identity")
 WEIGHT_SUFFIX = ".weight"
 DELTA_SUFFIX = ".diff"
+LORA_UP_SUFFIX = ".lora_up.weight"
+LORA_DOWN_SUFFIX = ".lora_down.weight"
+ALPHA_SUFFIX = ".alpha"
+SPATIAL_LORA_KEY = "spatial_lora"  # metadata: the ComfyUI LoRA file (in models/loras) holding the spatial part
 REQUIRED_METADATA = ("inflation", "base_architecture", "base_weights")
 
 
@@ -57,12 +64,56 @@ class TunedWeights:
     motion: MotionRecord | None = None  # the motion module tuned with, if any
     motion_lora: dict[str, LowRank] = field(default_factory=dict)  # motion-module weight key -> its LoRA
     motion_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # motion-module key -> delta (full)
+    q_lora: dict[str, LowRank] = field(default_factory=dict)  # to_q key -> its LoRA (tuned with a rank)
+    spatial_lora: str = ""  # the ComfyUI LoRA file holding the spatial part, when it is not in this file
+
+    def q_delta(self, key: str) -> torch.Tensor | None:
+        """The tuned change of one to_q weight, full-rank or from its LoRA (None: not tuned here)."""
+        if key in self.q_lora:
+            return self.q_lora[key].up @ self.q_lora[key].down
+        return self.q_deltas.get(key)
+
+    def q_shapes(self) -> dict[str, tuple[int, int]]:
+        """The to_q weight shapes these weights change."""
+        shapes = {key: tuple(delta.shape) for key, delta in self.q_deltas.items()}
+        shapes.update({key: (lora.up.shape[0], lora.down.shape[1]) for key, lora in self.q_lora.items()})
+        return shapes
+
+
+def q_lora_tensors(loras: dict[str, LowRank], with_alpha: bool = False) -> dict[str, torch.Tensor]:
+    """to_q LoRAs in ComfyUI's generic LoRA layout; `with_alpha` adds alpha = rank (a scale of 1), which LoRA
+    trainers write and some loaders expect."""
+    tensors = {}
+    for key, lora in loras.items():
+        stem = key.removesuffix(WEIGHT_SUFFIX)
+        tensors[stem + LORA_UP_SUFFIX] = lora.up
+        tensors[stem + LORA_DOWN_SUFFIX] = lora.down
+        if with_alpha:
+            tensors[stem + ALPHA_SUFFIX] = torch.tensor(float(lora.down.shape[0]))
+    return tensors
+
+
+def comfy_lora_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The spatial part (the to_q changes) as a standard ComfyUI LoRA file, which LoraLoaderModelOnly applies:
+    LoRAs as lora_up / lora_down / alpha, full-rank deltas as ComfyUI's "diff" weight deltas."""
+    tensors = {key: value.to(dtype) for key, value in q_lora_tensors(weights.q_lora, with_alpha=True).items()}
+    tensors.update({
+        key.removesuffix(WEIGHT_SUFFIX) + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()
+    })
+    metadata = {"pack_version": PACK_VERSION, **{f"info.{key}": value for key, value in weights.info.items()}}
+    return tensors, metadata
+
+
+def without_spatial_part(weights: TunedWeights, lora_name: str) -> TunedWeights:
+    """The same weights with the spatial part left to the ComfyUI LoRA file `lora_name`."""
+    return replace(weights, q_deltas={}, q_lora={}, spatial_lora=lora_name)
 
 
 def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors = {
         key.removesuffix(WEIGHT_SUFFIX) + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()
     }
+    tensors.update({key: value.to(dtype) for key, value in q_lora_tensors(weights.q_lora).items()})
     tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in weights.temporal.items()})
     lora = motion_lora_tensors(weights.motion_lora)
     tensors.update({MOTION_LORA_PREFIX + key: value.to(dtype) for key, value in lora.items()})
@@ -76,6 +127,8 @@ def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[st
         "inflation": json.dumps(weights.inflation.to_dict()),
         **{f"info.{key}": value for key, value in weights.info.items()},
     }
+    if weights.spatial_lora:
+        metadata[SPATIAL_LORA_KEY] = weights.spatial_lora
     if weights.motion is not None:
         metadata["motion_module"] = json.dumps({name: getattr(weights.motion, name) for name in MOTION_FIELDS})
     return tensors, metadata
@@ -118,7 +171,7 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
         raise WeightsFileError(f"its recorded inflation settings are unreadable ({error})") from error
 
-    q_deltas, temporal, lora, motion_deltas, unexpected = {}, {}, {}, {}, []
+    q_deltas, q_halves, temporal, lora, motion_deltas, unexpected = {}, {}, {}, {}, {}, []
     for key, value in tensors.items():
         if key.startswith(TEMPORAL_PREFIX):
             temporal[key.removeprefix(TEMPORAL_PREFIX)] = value.float()
@@ -128,18 +181,22 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
             motion_deltas[key.removeprefix(MOTION_DELTA_PREFIX)] = value.float()
         elif key.endswith(DELTA_SUFFIX):
             q_deltas[key.removesuffix(DELTA_SUFFIX) + WEIGHT_SUFFIX] = value.float()
+        elif key.endswith((LORA_UP_SUFFIX, LORA_DOWN_SUFFIX)):
+            q_halves[key] = value.float()
         else:
             unexpected.append(key)
     if unexpected:
         raise WeightsFileError(f"it holds tensors this format does not have, e.g. {unexpected[0]!r}")
-    if not q_deltas:
+    q_lora = read_q_lora(q_halves)
+    spatial_lora = metadata.get(SPATIAL_LORA_KEY, "")
+    if not (q_deltas or q_lora or spatial_lora):
         raise WeightsFileError("it holds no to_q deltas")
     if not inflation.temporal_layers and any(key.startswith(TEMPORAL_ATTENTION_PREFIX) for key in temporal):
         raise WeightsFileError("it holds temporal layers, but its inflation settings say temporal_layers=False")
     convs = any(key.startswith(TEMPORAL_CONV_PREFIX) for key in temporal)
     if convs and inflation.temporal_conv == TemporalConvMode.NONE:
         raise WeightsFileError("it holds temporal convolutions, but its inflation settings say temporal_conv=none")
-    check_finite({**q_deltas, **temporal, **lora, **motion_deltas})
+    check_finite({**q_deltas, **q_halves, **temporal, **lora, **motion_deltas})
     motion = read_motion_record(metadata)
     if (lora or motion_deltas) and motion is None:
         raise WeightsFileError("it holds tuned motion-module weights but does not record the motion module")
@@ -149,7 +206,25 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
         metadata["base_architecture"], metadata["base_weights"], metadata.get("base_description", "")
     )
     motion_lora = read_motion_lora(lora) if lora else {}
-    return TunedWeights(q_deltas, temporal, inflation, fingerprint, info, motion, motion_lora, motion_deltas)
+    return TunedWeights(
+        q_deltas, temporal, inflation, fingerprint, info, motion, motion_lora, motion_deltas, q_lora, spatial_lora
+    )
+
+
+def read_q_lora(halves: dict[str, torch.Tensor]) -> dict[str, LowRank]:
+    """to_q key -> LoRA from the file's lora_up / lora_down tensors, each pair complete and multipliable."""
+    loras = {}
+    stems = {key.removesuffix(LORA_UP_SUFFIX).removesuffix(LORA_DOWN_SUFFIX) for key in halves}
+    for stem in sorted(stems):
+        up, down = halves.get(stem + LORA_UP_SUFFIX), halves.get(stem + LORA_DOWN_SUFFIX)
+        if up is None or down is None:
+            raise WeightsFileError(f"the LoRA of {stem} lacks its {'up' if up is None else 'down'} half")
+        if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
+            raise WeightsFileError(
+                f"the LoRA of {stem} has up {tuple(up.shape)} and down {tuple(down.shape)}, which do not multiply"
+            )
+        loras[stem + WEIGHT_SUFFIX] = LowRank(up, down)
+    return loras
 
 
 def read_motion_record(metadata: dict[str, str]) -> MotionRecord | None:

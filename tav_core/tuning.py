@@ -80,6 +80,7 @@ class TuneSettings:
     motion_training: MotionTraining = MotionTraining.LORA  # with a motion module only
     motion_rank: int = 32
     trainable: Trainable = Trainable.PACK
+    rank: int = 0  # to_q as LoRAs of this rank; 0: full-rank deltas (the paper)
 
 
 class NonFiniteLossError(RuntimeError):

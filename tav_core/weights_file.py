@@ -142,13 +142,14 @@ def save_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor]) -> list[str]:
-    """Missing, unexpected and wrongly shaped entries, named."""
-    problems = [f"no {key}" for key in sorted(set(expected) - set(given))]
-    problems += [f"unexpected {key}" for key in sorted(set(given) - set(expected))]
+def shape_mismatches(expected: dict[str, torch.Size], given: dict[str, torch.Tensor | tuple[int, ...]]) -> list[str]:
+    """Missing, unexpected and wrongly shaped entries (tensors, or their shapes), named."""
+    shapes = {key: tuple(getattr(value, "shape", value)) for key, value in given.items()}
+    problems = [f"no {key}" for key in sorted(set(expected) - set(shapes))]
+    problems += [f"unexpected {key}" for key in sorted(set(shapes) - set(expected))]
     problems += [
-        f"{key} is {tuple(given[key].shape)}, the model's is {tuple(shape)}"
-        for key, shape in sorted(expected.items()) if key in given and given[key].shape != shape
+        f"{key} is {shapes[key]}, the model's is {tuple(shape)}"
+        for key, shape in sorted(expected.items()) if key in shapes and shapes[key] != tuple(shape)
     ]
     return problems
 

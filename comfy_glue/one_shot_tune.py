@@ -22,6 +22,7 @@ import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.ops
 import comfy.samplers
+import latent_preview
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from torch import nn
@@ -44,6 +45,7 @@ from .input_checks import require_inflated, require_video_latent
 from .motion_injection import motion_patcher_of, motion_record, swap_motion_patcher
 from .motion_training import motion_trainer
 from .progress import NodeProgress, check_cancel
+from .resume import check_resumable, start_from
 from .train_adapters import learned_lora, lora_parameters, seeded_lora
 from .tuned_weights import apply_tuned_weights, tuned_q_shapes, unet_fingerprint
 from .unet_forward import ForwardState, forward_state, published
@@ -228,13 +230,18 @@ def training_temporal_layers(model, inflation: Inflation, settings: TuneSettings
 
 
 def tune(
-    model, latent: dict, conditioning: list, settings: TuneSettings, node: str, caption: str = ""
+    model, latent: dict, conditioning: list, settings: TuneSettings, node: str, caption: str = "",
+    resume: TunedWeights | None = None, on_checkpoint: Callable[[TunedWeights], None] | None = None,
 ) -> TuneResult:
-    """Run One-Shot Tune; the input model and every other clone stay exactly as they were."""
+    """Run One-Shot Tune; the input model and every other clone stay exactly as they were.
+
+    resume: weights of an earlier tune of this setup to continue from. on_checkpoint: called with the weights so
+    far every settings.save_every steps (TAV_WEIGHTS as at the end, the steps counted from the first tune)."""
     inflation = require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latents")
     q_shapes = tuned_q_shapes(model)
     check_settings(settings, q_shapes, node)
+    steps_before = check_resumable(model, inflation, resume, settings, node) if resume is not None else 0
     fingerprint = unet_fingerprint(model)
     device = model.load_device
     precision = resolve_precision(
@@ -265,6 +272,8 @@ def tune(
                 device,
             )
             swap_motion_patcher(trainer, motion.patcher)
+        if resume is not None:
+            start_from(resume, deltas, q_loras, temporal, motion)
         transformer_options = trainer.model_options["transformer_options"]
         transformer_options["optimized_attention_override"] = tuning_attention_override(
             transformer_options.get("optimized_attention_override")
@@ -296,26 +305,73 @@ def tune(
             generator = torch.Generator().manual_seed(settings.seed)
             frames = x0.shape[0]
 
-            def compute_loss(step: int) -> torch.Tensor:
+            def draw() -> tuple[int, torch.Tensor]:
                 # One timestep for the whole video, independent noise per frame (the reference's recipe),
-                # drawn on the CPU (the same on every device) and copied without a host-device sync.
-                t = int(torch.randint(0, len(sigma_table), (1,), generator=generator))
+                # drawn on the CPU (the same on every device).
+                return int(torch.randint(0, len(sigma_table), (1,), generator=generator)), torch.randn(
+                    x0.shape, generator=generator)
+
+            for _ in range(steps_before):  # a resumed tune goes on with the draws of its later steps
+                draw()
+
+            previewer = training_previewer(trainer) if settings.preview_every else None
+            previews: dict[int, tuple] = {}
+
+            def compute_loss(step: int) -> torch.Tensor:
+                t, noise = draw()
                 sigma = sigma_table[t]
-                noise = copy_to_device(torch.randn(x0.shape, generator=generator), x0.device).to(x0.dtype)
+                noise = copy_to_device(noise, x0.device).to(x0.dtype)  # without a host-device sync
                 sigmas = sigma_table_on_device[t].expand(frames)
                 noisy = model_sampling.noise_scaling(sigmas, noise, x0)
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
                 denoised = model_wrap(noisy, sigmas, **extra_args)
+                if previewer is not None and (step + 1) % settings.preview_every == 0:
+                    previews[step + 1] = first_and_last_frame_preview(previewer, denoised.detach())
                 return target_mse(denoised, x0, output_gain(model_sampling, sigma))
 
             def on_progress(done: int, so_far: list[float]) -> None:
-                progress.update(done, f"step {done}/{settings.steps}  loss {so_far[-1]:.5f}")
+                shown = previews.pop(max(previews), None) if previews else None
+                previews.clear()
+                progress.update(done, f"step {done}/{settings.steps}  loss {so_far[-1]:.5f}", shown)
+
+            def checkpoint(done: int, so_far: list[float]) -> None:
+                on_checkpoint(snapshot(done, so_far[-1]))
 
             losses.extend(run_tuning(
                 params, compute_loss, settings, precision, device, on_progress, check_cancel,
                 report_every=1 if device.type == "cpu" else GPU_REPORT_EVERY,
+                on_checkpoint=checkpoint if on_checkpoint is not None else None,
             ))
+
+        def snapshot(done: int, last_loss: float) -> TunedWeights:
+            """The tuned parameters after `done` steps of this run, as copies on the CPU."""
+            motion_lora, motion_deltas = motion.learned() if motion is not None else ({}, {})
+            return TunedWeights(
+                q_deltas={key: delta.detach().cpu().clone() for key, delta in deltas.items()},
+                temporal={k: v.detach().cpu().clone() for k, v in temporal.state_dict().items()}
+                if temporal is not None else {},
+                inflation=inflation.config,
+                fingerprint=fingerprint,
+                motion=motion_record(inflation),
+                motion_lora=motion_lora,
+                motion_deltas=motion_deltas,
+                q_lora={key: learned_lora(adapter) for key, adapter in q_loras.items()},
+                info={
+                    "frames": str(samples.shape[0]),
+                    "caption": caption,
+                    "steps": str(steps_before + done),
+                    "learning_rate": repr(settings.learning_rate),
+                    "seed": str(settings.seed),
+                    "trainable": Trainable(settings.trainable).value,
+                    "precision": str(precision.compute_dtype).removeprefix("torch."),
+                    "final_loss": f"{last_loss:.6g}",
+                    **({"rank": str(settings.rank)} if settings.rank else {}),
+                    **({"resumed_at_step": str(steps_before)} if resume is not None else {}),
+                    **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None
+                       else {}),
+                },
+            )
 
         guider = _TuneGuider(trainer)
         guider.set_conds(conditioning)
@@ -335,30 +391,29 @@ def tune(
         finally:
             unload_now([trainer, *trainer.get_nested_additional_models()])
 
-        motion_lora, motion_deltas = motion.learned() if motion is not None else ({}, {})
-        weights = TunedWeights(
-            q_deltas={key: delta.detach().cpu() for key, delta in deltas.items()},
-            temporal={k: v.detach().cpu() for k, v in temporal.state_dict().items()} if temporal is not None else {},
-            inflation=inflation.config,
-            fingerprint=fingerprint,
-            motion=motion_record(inflation),
-            motion_lora=motion_lora,
-            motion_deltas=motion_deltas,
-            q_lora={key: learned_lora(adapter) for key, adapter in q_loras.items()},
-            info={
-                "frames": str(samples.shape[0]),
-                "caption": caption,
-                "steps": str(settings.steps),
-                "learning_rate": repr(settings.learning_rate),
-                "seed": str(settings.seed),
-                "trainable": Trainable(settings.trainable).value,
-                "precision": str(precision.compute_dtype).removeprefix("torch."),
-                "final_loss": f"{losses[-1]:.6g}",
-                **({"rank": str(settings.rank)} if settings.rank else {}),
-                **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None else {}),
-            },
-        )
+        weights = snapshot(settings.steps, losses[-1])
     return TuneResult(apply_tuned_weights(model, weights), weights, losses)
+
+
+def training_previewer(model) -> latent_preview.LatentPreviewer | None:
+    """ComfyUI's latent previewer for the model (TAESD where the user chose it), or, where previews are off in
+    ComfyUI's settings, its Latent2RGB one: preview_every asks for them."""
+    latent_format = model.model.latent_format
+    previewer = latent_preview.get_previewer(model.load_device, latent_format)
+    if previewer is None and latent_format.latent_rgb_factors is not None:
+        reshape = getattr(latent_format, "latent_rgb_factors_reshape", None)  # newer hosts only
+        previewer = latent_preview.Latent2RGBPreviewer(
+            latent_format.latent_rgb_factors, latent_format.latent_rgb_factors_bias,
+            **({"latent_rgb_factors_reshape": reshape} if reshape is not None else {}),
+        )
+    return previewer
+
+
+@torch.no_grad()
+def first_and_last_frame_preview(previewer, denoised: torch.Tensor) -> tuple:
+    """The denoised first and last frames side by side, as a sampler's preview: (format, image, max size)."""
+    pair = torch.cat([denoised[0], denoised[-1]], dim=-1).unsqueeze(0).float()
+    return previewer.decode_latent_to_preview_image("JPEG", pair)
 
 
 def unload_now(patchers: list) -> None:

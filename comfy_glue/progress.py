@@ -9,8 +9,9 @@ class NodeProgress:
         self.bar = comfy.utils.ProgressBar(total)
         self.node_id = _executing_node_id()
 
-    def update(self, done: int, text: str | None = None) -> None:
-        self.bar.update_absolute(done)
+    def update(self, done: int, text: str | None = None, preview: tuple | None = None) -> None:
+        """`preview`: a latent previewer's (format, image, max size), shown over the node as samplers' are."""
+        self.bar.update_absolute(done, None, preview)
         if text and self.node_id is not None:
             _send_text(text, self.node_id)
 

@@ -1,6 +1,7 @@
 """One-Shot Tune: fine-tune an inflated MODEL on one video (the Tune-A-Video recipe)."""
 
 import logging
+from functools import partial
 
 import torch
 from comfy_api.latest import io
@@ -8,6 +9,8 @@ from comfy_api.latest import io
 from ..comfy_glue.model_folders import save_tuned_weights
 from ..comfy_glue.one_shot_tune import tune
 from ..comfy_glue.progress import show_on_node
+from ..comfy_glue.resume import RESUME_INPUT
+from ..tav_core.errors import TAVInputError
 from ..tav_core.loss_curve import draw_loss_curve
 from ..tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, Trainable, TuneSettings
 from .common import CATEGORY, TUNED_WEIGHTS, check_numbers, validation_result
@@ -113,6 +116,31 @@ class OneShotTune(io.ComfyNode):
                         "(as_comfy_lora). A LoRA usually wants a higher learning_rate (1e-4)."
                     ),
                 ),
+                io.Int.Input(
+                    "save_every", default=0, min=0, max=100000, optional=True,
+                    tooltip=(
+                        "With a save_name: every this many steps the weights so far are written there (atomically, "
+                        "replacing the last), so a crash or Cancel loses at most this many steps; continue with TAV "
+                        "Load Tuned Weights -> resume_from. 0: written once, at the end."
+                    ),
+                ),
+                io.Int.Input(
+                    "preview_every", default=0, min=0, max=100000, optional=True,
+                    tooltip=(
+                        "Every this many steps, show over the node the model's denoised prediction of the training "
+                        "batch (first | last frame, ComfyUI's latent previewer), to see the tune converge or go "
+                        "wrong. 0: no previews."
+                    ),
+                ),
+                TUNED_WEIGHTS.Input(
+                    RESUME_INPUT, optional=True,
+                    tooltip=(
+                        "Continue an earlier tune of this clip (TAV Load Tuned Weights' tuned_weights, or One-Shot "
+                        "Tune's) instead of starting from zero: same checkpoint, inflation, rank and seed; model "
+                        "stays the untuned inflated MODEL. steps are the steps to add; the optimiser restarts, the "
+                        "random draws go on where the earlier tune stopped."
+                    ),
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The tuned video model."),
@@ -127,34 +155,47 @@ class OneShotTune(io.ComfyNode):
     @classmethod
     def check_inputs(
         cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None,
-        rank: int | None = None,
+        rank: int | None = None, save_every: int | None = None, preview_every: int | None = None,
     ) -> None:
-        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank, "rank": rank})
-        if save_name is not None and save_name.strip():
+        check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank, "rank": rank,
+                            "save_every": save_every, "preview_every": preview_every})
+        named = save_name is not None and bool(save_name.strip())
+        if named:
             checked_save_path(NODE, save_name)
+        if save_every and save_name is not None and not named:
+            raise TAVInputError(
+                NODE, "save_every", f"{save_every}, but save_name is empty: there is nowhere to save to.",
+                "Give a save_name, or set save_every to 0.",
+            )
 
     @classmethod
     def validate_inputs(
         cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None,
-        motion_rank: int | None = None, rank: int | None = None,
+        motion_rank: int | None = None, rank: int | None = None, save_every: int | None = None,
+        preview_every: int | None = None,
     ) -> bool | str:
-        return validation_result(lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank))
+        return validation_result(
+            lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every)
+        )
 
     @classmethod
     def execute(
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
         motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
-        rank: int = 0,
+        rank: int = 0, save_every: int = 0, resume_from=None, preview_every: int = 0,
     ) -> io.NodeOutput:
-        cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank)
+        cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every)
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
             steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision),
             motion_training=MotionTraining(motion_training), motion_rank=motion_rank, trainable=Trainable(trainable),
-            rank=rank,
+            rank=rank, save_every=save_every, preview_every=preview_every,
         )
-        result = tune(model, latents, conditioning, settings, NODE, caption=caption)
+        checkpoint = partial(save_tuned_weights, name=save_name, dtype=torch.float16) if save_every else None
+        result = tune(
+            model, latents, conditioning, settings, NODE, caption=caption, resume=resume_from, on_checkpoint=checkpoint
+        )
         if save_name.strip():
             try:
                 save_tuned_weights(result.weights, save_name, torch.float16)

@@ -81,6 +81,8 @@ class TuneSettings:
     motion_rank: int = 32
     trainable: Trainable = Trainable.PACK
     rank: int = 0  # to_q as LoRAs of this rank; 0: full-rank deltas (the paper)
+    save_every: int = 0  # hand the weights to on_checkpoint every this many steps; 0: only at the end
+    preview_every: int = 0  # show the denoised prediction of the training batch every this many steps; 0: never
 
 
 class NonFiniteLossError(RuntimeError):
@@ -124,11 +126,14 @@ def run_tuning(
     on_progress: Callable[[int, list[float]], None],
     check_cancel: Callable[[], None],
     report_every: int = 1,
+    on_checkpoint: Callable[[int, list[float]], None] | None = None,
 ) -> list[float]:
     """AdamW on `params` for settings.steps steps; returns the loss of every step.
 
     Losses stay on the device and are read back every `report_every` steps (and at the end), so
     a GPU never waits on the host inside the loop; a non-finite loss stops training at that readback.
+    Every settings.save_every steps before the last, the losses are read back (a diverged tune is never
+    checkpointed) and on_checkpoint gets the steps done and the losses so far.
     """
     params = list(params)
     optimizer = make_optimizer(params, settings.learning_rate)
@@ -147,9 +152,14 @@ def run_tuning(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             history[step] = loss.detach()
-            if (step + 1) % report_every == 0 or step + 1 == settings.steps:
-                losses = _read_back(history, len(losses), step + 1, losses)
-                on_progress(step + 1, losses)
+            done = step + 1
+            checkpoint = on_checkpoint is not None and settings.save_every and done % settings.save_every == 0 \
+                and done < settings.steps
+            if done % report_every == 0 or done == settings.steps or checkpoint:
+                losses = _read_back(history, len(losses), done, losses)
+                on_progress(done, losses)
+            if checkpoint:
+                on_checkpoint(done, losses)
     finally:
         optimizer.zero_grad(set_to_none=True)
         del optimizer, scaler

@@ -304,7 +304,7 @@ def tune_once_edit_many_workflow() -> Workflow:
     add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540)] + [
         (f"edit_prompt_{name}", f"Edit {name.upper()}", caption, y + 70)
         for (name, caption), y in zip(TUNE_ONCE_EDITS, edit_rows, strict=True)])
-    add_tune(g, dx=SHIFT, loss_y=370, invert_y=500)
+    add_tune(g, dx=SHIFT, loss_y=400, invert_y=500)
     g.add(Node("save_weights", "TAV_SaveTunedWeights", (TUNE_OUT_X + SHIFT, 200),
                {"save_name": TUNED_WEIGHTS.removesuffix(".safetensors"), "precision": "fp16"}, width=200))
     g.link("tune", "tuned_weights", "save_weights", "tuned_weights")
@@ -448,7 +448,7 @@ def motion_module_edit_workflow() -> Workflow:
     next(node for node in g.nodes if node.key == "frames").widgets["count"] = 16
     add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
                     (*EDIT_PROMPT, "a Porsche car is moving on the beach", 730)])
-    add_tune(g, loss_y=370, steps=300, learning_rate=1e-4, motion_training="lora", motion_rank=32)
+    add_tune(g, loss_y=400, steps=300, learning_rate=1e-4, motion_training="lora", motion_rank=32)
     inflate = next(node for node in g.nodes if node.key == "inflate")
     inflate.widgets.update({"attention": "per_frame", "temporal_layers": False})
     g.add(Node("motion", "TAV_LoadMotionModule", (PROMPTS_X, -140),
@@ -531,9 +531,9 @@ def interpolate_workflow() -> Workflow:
     frames = next(node for node in g.nodes if node.key == "frames")
     frames.widgets["count"] = INTERPOLATE_KEYFRAMES
     add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540)])
-    add_tune(g, invert_y=620)  # the latents' lane runs under the tuning, beside the prompts' lanes
-    g.reroute("r_source_interpolate", (1980, 630))
-    g.reroute("r_empty_interpolate", (1980, 670))
+    add_tune(g, invert_y=700)  # the latents' lane runs under the tuning, beside the prompts' lanes
+    g.reroute("r_source_interpolate", (1980, 710))
+    g.reroute("r_empty_interpolate", (1980, 750))
     g.add(Node("interpolate", "TAV_InterpolateFrames", (INVERT_X, INVERT_Y - 60), {
               "factor": 1, "mode": "interpolate", "steps": 50, "cfg": 7.5, "seed": 0,
               "control_after_generate": "fixed", "resample": 0}, width=260),

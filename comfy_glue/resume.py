@@ -1,0 +1,93 @@
+"""Resuming a tune (One-Shot Tune's resume_from): the weights it continues from must come from this very setup,
+and they are where every trainable part starts.
+
+The optimiser's moments are not in a tuned-weights file, so AdamW starts afresh; the random draws (timestep and
+noise per step) go on from the step the weights were saved at, so a resumed tune sees the steps a longer tune
+would have seen.
+"""
+
+import torch
+from torch import nn
+
+from ..tav_core.errors import TAVInputError
+from ..tav_core.tuned_weights_file import TunedWeights
+from ..tav_core.tuning import MotionTraining, TuneSettings
+from .motion_injection import motion_record
+from .motion_training import MotionTrainer
+from .tuned_weights import unet_fingerprint
+from .unet_inflation import Inflation, temporal_layers_of
+
+RESUME_INPUT = "resume_from"
+
+
+def check_resumable(model, inflation: Inflation, weights: TunedWeights, settings: TuneSettings, node: str) -> int:
+    """Refuse weights another base, inflation, motion module or tuning shape made; returns the steps they were tuned
+    for."""
+
+    def refuse(problem: str, fix: str) -> TAVInputError:
+        return TAVInputError(node, RESUME_INPUT, problem, fix)
+
+    if weights.spatial_lora:
+        raise refuse(f"these weights hold only the temporal part; the to_q part is the LoRA {weights.spatial_lora}.",
+                     "Resume from a file saved without as_comfy_lora (One-Shot Tune's save_name writes one).")
+    found = unet_fingerprint(model)
+    if (found.architecture, found.weights) != (weights.fingerprint.architecture, weights.fingerprint.weights):
+        raise refuse(f"these weights were tuned on another base ({weights.fingerprint.description or 'unknown'}).",
+                     "Connect the checkpoint they were tuned on, inflated as they were.")
+    if weights.inflation != inflation.config:
+        raise refuse(f"these weights were tuned with {weights.inflation.describe()}, this MODEL is inflated with "
+                     f"{inflation.config.describe()}.", "Inflate the checkpoint with the recorded settings.")
+    if weights.motion != motion_record(inflation):
+        tuned_with = weights.motion.name if weights.motion else "no motion module"
+        raise refuse(f"these weights were tuned with {tuned_with}, and this MODEL carries "
+                     f"{inflation.motion.name if inflation.motion else 'none'}.",
+                     "Inflate with the motion module they were tuned with.")
+    ranks = sorted({lora.down.shape[0] for lora in weights.q_lora.values()})
+    if ranks != ([settings.rank] if settings.rank else []):
+        tuned_rank = ranks[0] if ranks else 0
+        raise TAVInputError(node, "rank", f"{settings.rank}, but the weights in resume_from were tuned with rank "
+                            f"{tuned_rank}.", f"Set rank to {tuned_rank} to resume them.")
+    if inflation.motion is not None:
+        check_motion_training(weights, settings, node)
+    current = temporal_layers_of(model)
+    if weights.temporal and current is not None and all(
+        torch.equal(value, weights.temporal[key].to(value)) for key, value in current.state_dict().items()
+    ):
+        raise refuse("this MODEL already carries these weights (it is the tuned model, e.g. TAV Load Tuned "
+                     "Weights' model output), so they would count twice.",
+                     "Connect the checkpoint's MODEL through Inflate UNet to model, and the weights to resume_from.")
+    return int(weights.info.get("steps", "0"))
+
+
+def check_motion_training(weights: TunedWeights, settings: TuneSettings, node: str) -> None:
+    training = MotionTraining(settings.motion_training)
+    tuned = MotionTraining.LORA if weights.motion_lora else MotionTraining.FULL if weights.motion_deltas \
+        else MotionTraining.FROZEN
+    if training != tuned:
+        raise TAVInputError(node, "motion_training", f"{training.value}, but the weights in resume_from were tuned "
+                            f"with {tuned.value}.", f"Set motion_training to {tuned.value} to resume them.")
+    ranks = sorted({lora.down.shape[0] for lora in weights.motion_lora.values()})
+    if training == MotionTraining.LORA and ranks != [settings.motion_rank]:
+        raise TAVInputError(node, "motion_rank", f"{settings.motion_rank}, but the motion LoRA in resume_from has "
+                            f"rank {ranks[0]}.", f"Set motion_rank to {ranks[0]} to resume it.")
+
+
+@torch.no_grad()
+def start_from(
+    weights: TunedWeights, deltas: dict[str, nn.Parameter], q_loras: dict[str, nn.Module],
+    temporal: nn.Module | None, motion: MotionTrainer | None,
+) -> None:
+    """Set every trainable part to its value in `weights` (LoRAs keep alpha = rank, so up is stored unscaled)."""
+    for key, delta in deltas.items():
+        delta.copy_(weights.q_deltas[key])
+    for key, adapter in q_loras.items():
+        adapter.lora_up.weight.copy_(weights.q_lora[key].up)
+        adapter.lora_down.weight.copy_(weights.q_lora[key].down)
+    if temporal is not None and weights.temporal:
+        temporal.load_state_dict(weights.temporal)
+    if motion is not None:
+        for key, adapter in motion.loras.items():
+            adapter.lora_up.weight.copy_(weights.motion_lora[key].up)
+            adapter.lora_down.weight.copy_(weights.motion_lora[key].down)
+        for key, delta in motion.deltas.items():
+            delta.copy_(weights.motion_deltas[key])

@@ -18,16 +18,30 @@ def comfy_inference_mode():
         yield
 
 
+def own_safetensors_folder(tmp_path, monkeypatch, folder_name: str):
+    """models/<folder_name> replaced by an empty folder of the test's own."""
+    import folder_paths
+
+    folder = tmp_path / folder_name
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, folder_name, ([str(folder)], {".safetensors"}))
+    return folder
+
+
 @pytest.fixture
 def weights_folder(tmp_path, monkeypatch):
     """A tuned-weights folder of the test's own, in place of models/tuneavideo."""
-    import folder_paths
     from comfyui_tune_a_video.comfy_glue.model_folders import TUNED_WEIGHTS_FOLDER
 
-    folder = tmp_path / "tuneavideo"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, TUNED_WEIGHTS_FOLDER, ([str(folder)], {".safetensors"}))
-    return folder
+    return own_safetensors_folder(tmp_path, monkeypatch, TUNED_WEIGHTS_FOLDER)
+
+
+@pytest.fixture
+def lora_folder(tmp_path, monkeypatch):
+    """ComfyUI's models/loras, the test's own."""
+    from comfyui_tune_a_video.comfy_glue.model_folders import COMFY_LORA_FOLDER
+
+    return own_safetensors_folder(tmp_path, monkeypatch, COMFY_LORA_FOLDER)
 
 
 @pytest.fixture

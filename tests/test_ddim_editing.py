@@ -14,7 +14,7 @@ from comfyui_tune_a_video.nodes.tav_sample import TAVSample
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from tav_dev.tiny_models import text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet, blend_with_gaussian_denoiser, randomize_temporal
+from tav_dev.unet_harness import apply_unet, blend_with_gaussian_denoiser, progress_hook, randomize_temporal
 
 import nodes as comfy_nodes
 
@@ -211,15 +211,10 @@ def test_cancel_stops_inversion_and_sampling(node):
     model = model.clone()
     model.set_model_unet_function_wrapper(press_cancel_at_third_step)
 
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            if node == "invert":
-                invert(model, source_video(), cond, steps)
-            else:
-                sample(model, cond, cond, inverted, steps, 5.0)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        comfy.model_management.interrupt_current_processing(False)
+    with progress_hook(hook), pytest.raises(comfy.model_management.InterruptProcessingException):
+        if node == "invert":
+            invert(model, source_video(), cond, steps)
+        else:
+            sample(model, cond, cond, inverted, steps, 5.0)
     assert len(unet_calls) == 3  # nothing ran past the step at which Cancel was pressed
     assert max(seen) <= 3

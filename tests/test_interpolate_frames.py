@@ -19,7 +19,7 @@ from comfyui_tune_a_video.tav_core.frame_interpolation import Mode, frame_layout
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from tav_dev.comfy_server import make_server
 from tav_dev.tiny_models import text_cond, tiny_controlnet, tiny_unet
-from tav_dev.unet_harness import blend_with_gaussian_denoiser, randomize_temporal
+from tav_dev.unet_harness import blend_with_gaussian_denoiser, progress_hook, randomize_temporal
 
 NODE = "TAV Interpolate Frames"
 KEYS, SIZE = 3, 8
@@ -243,8 +243,7 @@ def test_progress_and_cancel(model, cancel_at):
 
     patched = model.clone()
     patched.set_model_unet_function_wrapper(press_cancel)
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
+    with progress_hook(hook):
         if cancel_at is None:
             interpolate(patched, keyframes(), steps=5, resample=2)
             assert len(calls) == 5 + 15 and seen[-1] == (5, 5) and (5, 5) in seen[:5]
@@ -252,9 +251,6 @@ def test_progress_and_cancel(model, cancel_at):
             with pytest.raises(comfy.model_management.InterruptProcessingException):
                 interpolate(patched, keyframes(), steps=5, resample=2)
             assert len(calls) == cancel_at  # nothing ran past the evaluation at which Cancel was pressed
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        comfy.model_management.interrupt_current_processing(False)
 
 
 def test_interpolation_runs_on_a_real_server(tmp_path):

@@ -26,17 +26,6 @@ import nodes as comfy_nodes
 FRAMES, SIZE, RANK = 4, 8, 4
 
 
-@pytest.fixture
-def lora_folder(tmp_path, monkeypatch):
-    """ComfyUI's models/loras, the test's own."""
-    import folder_paths
-
-    folder = tmp_path / "loras"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, COMFY_LORA_FOLDER, ([str(folder)], {".safetensors"}))
-    return folder
-
-
 def sliding_square() -> dict:
     samples = torch.full((FRAMES, 4, SIZE, SIZE), -0.5)
     for f in range(FRAMES):

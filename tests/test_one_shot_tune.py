@@ -20,7 +20,7 @@ from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuning import ADAMW_BETAS, WEIGHT_DECAY, CheckpointScope, TuneSettings
 from comfyui_tune_a_video.tav_core.weight_samples import FINGERPRINT_SAMPLES, fingerprint_indices
 from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet, randomize_temporal
+from tav_dev.unet_harness import apply_unet, progress_hook, randomize_temporal
 
 FRAMES, SIZE = 4, 8
 
@@ -338,15 +338,10 @@ def test_cancel_stops_leaves_no_file_and_an_intact_base(weights_folder):
         if value == 2:
             comfy.model_management.interrupt_current_processing(True)
 
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            OneShotTune.execute(
-                model, moving_square_video(), text_cond("sd1", 1), 50, 1e-3, 0, "blocks", "auto", save_name="cancelled"
-            )
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        comfy.model_management.interrupt_current_processing(False)
+    with progress_hook(hook), pytest.raises(comfy.model_management.InterruptProcessingException):
+        OneShotTune.execute(
+            model, moving_square_video(), text_cond("sd1", 1), 50, 1e-3, 0, "blocks", "auto", save_name="cancelled"
+        )
     assert seen == [1, 2]  # stopped within one step of the Cancel
     assert not list(weights_folder.rglob("*"))
     for key, value in model.model.state_dict().items():

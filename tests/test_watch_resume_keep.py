@@ -16,7 +16,7 @@ from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, Inflat
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
 from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet
+from tav_dev.unet_harness import apply_unet, progress_hook
 
 FRAMES, SIZE = 4, 8
 
@@ -73,16 +73,11 @@ def test_save_every_writes_complete_files_and_a_cancel_keeps_the_last(weights_fo
         if value == 5:
             comfy.model_management.interrupt_current_processing(True)
 
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            OneShotTune.execute(
-                inflated(), sliding_square(), text_cond("sd1", 1), 50, 1e-3, 0, "off", "auto", save_name="long",
-                save_every=2,
-            )
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        comfy.model_management.interrupt_current_processing(False)
+    with progress_hook(hook), pytest.raises(comfy.model_management.InterruptProcessingException):
+        OneShotTune.execute(
+            inflated(), sliding_square(), text_cond("sd1", 1), 50, 1e-3, 0, "off", "auto", save_name="long",
+            save_every=2,
+        )
     assert seen == [1, 2, 3, 4, 5]
     assert saved_steps[-1] == "4" and "2" in saved_steps  # rewritten every 2 steps, the steps recorded
     assert sorted(p.name for p in weights_folder.iterdir()) == ["long.safetensors"]  # no partial file beside it
@@ -130,12 +125,9 @@ def test_preview_every_shows_the_denoised_first_and_last_frames_every_n_steps():
     def hook(value, total, preview, node_id=None):
         previews[value] = preview
 
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
+    with progress_hook(hook):
         OneShotTune.execute(inflated(), sliding_square(), text_cond("sd1", 1), 6, 1e-3, 0, "off", "auto",
                             preview_every=3)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
     assert sorted(step for step, preview in previews.items() if preview is not None) == [3, 6]
     image_format, image, _ = previews[3]
     assert image_format == "JPEG" and image.size == (2 * SIZE, SIZE)  # first | last frame, one pixel per latent

@@ -1,10 +1,13 @@
-"""Run ComfyUI models the way ComfyUI does: model loading, patches, wrappers and the real samplers."""
+"""Run ComfyUI models the way ComfyUI does: model loading, patches, wrappers, the real samplers and progress hooks."""
+
+from contextlib import contextmanager
 
 import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
+import comfy.utils
 import torch
 from comfyui_tune_a_video.comfy_glue.tuned_weights import tuned_q_shapes, unet_fingerprint
 from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model, inflation_of, temporal_layers_of
@@ -95,3 +98,15 @@ def seeded_tuned_weights(base, seed: int, config: InflationConfig | None = None)
 
 def write_tuned_weights(path, weights: TunedWeights, dtype: torch.dtype = torch.float16) -> None:
     save_atomically(path, *to_file_contents(weights, dtype))
+
+
+@contextmanager
+def progress_hook(hook):
+    """ComfyUI's global progress hook (what its server installs) set to `hook` for the block; afterwards unset, and
+    a Cancel pressed inside it released."""
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)

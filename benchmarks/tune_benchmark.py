@@ -136,9 +136,9 @@ def worker(args: argparse.Namespace) -> dict:
     class StampedProgress(one_shot_tune.NodeProgress):
         """Times each progress report (ComfyUI's own progress hook is throttled in newer versions)."""
 
-        def update(self, done: int, text: str | None = None) -> None:
+        def update(self, done: int, text: str | None = None, preview: tuple | None = None) -> None:
             stamps.append(time.perf_counter())
-            super().update(done, text)
+            super().update(done, text, preview)
 
     one_shot_tune.NodeProgress = StampedProgress
     device = comfy.model_management.get_torch_device()

@@ -139,6 +139,13 @@ def reference_unet_contents(model, weights: TunedWeights, node: str) -> tuple[di
             node, "model", "this MODEL is not inflated, so it is not the one the weights were tuned on.",
             "Connect One-Shot Tune's model input or output.",
         )
+    if weights.spatial_lora:
+        raise TAVInputError(
+            node, "tuned_weights",
+            f"these weights hold only the temporal part; their to_q part is the ComfyUI LoRA {weights.spatial_lora}, "
+            "so the reference UNet would come out with untuned to_q projections.",
+            "Save from One-Shot Tune's tuned_weights, or load a file saved without as_comfy_lora.",
+        )
     if weights.inflation.temporal_conv != TemporalConvMode.NONE:
         raise TAVInputError(
             node, "tuned_weights",

@@ -16,6 +16,7 @@ from comfyui_tune_a_video.nodes.tuned_weights_io import LoadTunedWeights, SaveTu
 from comfyui_tune_a_video.nodes.weights_in_prompt import refuse_save_and_load_together
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
+from comfyui_tune_a_video.tav_core.tuned_weights_file import without_spatial_part
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
 from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
@@ -133,3 +134,11 @@ def test_a_prompt_that_saves_the_lora_and_loads_it_is_refused(weights_folder, lo
             SimpleNamespace(prompt=prompt), "TAV Save Tuned Weights", "save_name", "clip", saving=True,
             folder=COMFY_LORA_FOLDER,
         )
+
+
+def test_the_temporal_part_alone_is_refused_as_a_reference_unet(weights_folder):
+    _, model, result = tuned(RANK, steps=1)
+    temporal_only = without_spatial_part(result.weights, "clip.safetensors")
+    with pytest.raises(TAVInputError, match=r"TAV Save Tuned Weights: input 'tuned_weights': .*only the temporal part"):
+        SaveTunedWeights.execute(temporal_only, "clip", "fp16", "reference", model)
+    assert list(weights_folder.iterdir()) == []

@@ -204,17 +204,20 @@ def read_motion_lora(state_dict: dict[str, torch.Tensor]) -> dict[str, LowRank]:
             raise WeightsFileError(f"it is not a motion LoRA (e.g. {key!r} is no '...processor.to_q_lora.down.weight')")
         block, projection, half = match.groups()
         halves.setdefault(f"{block}.{_LORA_TARGET[projection]}.weight", {})[half] = value
-    loras = {}
-    for target, pair in sorted(halves.items()):
-        if set(pair) != {"down", "up"}:
-            raise WeightsFileError(f"the LoRA of {target} lacks its {'up' if 'down' in pair else 'down'} half")
-        up, down = pair["up"], pair["down"]
-        if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
-            raise WeightsFileError(
-                f"the LoRA of {target} has up {tuple(up.shape)} and down {tuple(down.shape)}, which do not multiply"
-            )
-        loras[target] = LowRank(up, down)
-    return loras
+    return {
+        target: paired_low_rank(target, pair.get("up"), pair.get("down")) for target, pair in sorted(halves.items())
+    }
+
+
+def paired_low_rank(target: str, up: torch.Tensor | None, down: torch.Tensor | None) -> LowRank:
+    """One LoRA read from a file: both halves there, and matrices that multiply (a WeightsFileError otherwise)."""
+    if up is None or down is None:
+        raise WeightsFileError(f"the LoRA of {target} lacks its {'up' if up is None else 'down'} half")
+    if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
+        raise WeightsFileError(
+            f"the LoRA of {target} has up {tuple(up.shape)} and down {tuple(down.shape)}, which do not multiply"
+        )
+    return LowRank(up, down)
 
 
 def is_projection_key(key: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .inflation_config import InflationConfig, TemporalConvMode
-from .motion_module_file import LowRank, motion_lora_tensors, read_motion_lora
+from .motion_module_file import LowRank, motion_lora_tensors, paired_low_rank, read_motion_lora
 from .pack_version import PACK_VERSION
 from .weights_file import WeightsFileError
 
@@ -213,18 +213,13 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 def read_q_lora(halves: dict[str, torch.Tensor]) -> dict[str, LowRank]:
     """to_q key -> LoRA from the file's lora_up / lora_down tensors, each pair complete and multipliable."""
-    loras = {}
     stems = {key.removesuffix(LORA_UP_SUFFIX).removesuffix(LORA_DOWN_SUFFIX) for key in halves}
-    for stem in sorted(stems):
-        up, down = halves.get(stem + LORA_UP_SUFFIX), halves.get(stem + LORA_DOWN_SUFFIX)
-        if up is None or down is None:
-            raise WeightsFileError(f"the LoRA of {stem} lacks its {'up' if up is None else 'down'} half")
-        if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
-            raise WeightsFileError(
-                f"the LoRA of {stem} has up {tuple(up.shape)} and down {tuple(down.shape)}, which do not multiply"
-            )
-        loras[stem + WEIGHT_SUFFIX] = LowRank(up, down)
-    return loras
+    return {
+        stem + WEIGHT_SUFFIX: paired_low_rank(
+            stem, halves.get(stem + LORA_UP_SUFFIX), halves.get(stem + LORA_DOWN_SUFFIX)
+        )
+        for stem in sorted(stems)
+    }
 
 
 def read_motion_record(metadata: dict[str, str]) -> MotionRecord | None:

@@ -17,6 +17,7 @@ from tqdm.auto import trange
 
 from ..tav_core.ddim import inversion_schedule, inversion_step, same_input_at
 from ..tav_core.errors import TAVInputError
+from .frame_windowing import check_window, in_windows
 from .input_checks import require_inflated, require_video_latent
 from .inversion_record import INVERSION_KEY, SCHEDULER, InversionRecord, remember_inversion
 from .progress import check_cancel
@@ -68,12 +69,17 @@ def run_inversion(model, samples: torch.Tensor, conditioning: list, descending: 
     )
 
 
-def invert_video(model, latent: dict, conditioning: list, steps: int, strength: float, node: str) -> dict:
+def invert_video(
+    model, latent: dict, conditioning: list, steps: int, strength: float, node: str, window: int = 0, overlap: int = 0
+) -> dict:
+    """window/overlap: run the UNet on overlapping windows of that many frames (0: the whole clip at once)."""
     require_inflated(model, node)
-    samples = require_video_latent(model, latent, node, "latents")
+    samples = require_video_latent(model, latent, node, "latents", window)
+    check_window(window, overlap, samples.shape[0], node)
     check_hint_counts(conditioning, samples.shape[0], node, "conditioning")
     if not 0 < strength <= 1:
         raise TAVInputError(node, "inversion_strength", f"{strength}: use a value in (0, 1].")
+    model = in_windows(model, window, overlap)
     sigmas = ddim_sigmas(model, steps)
     total = len(sigmas) - 1
     inverted = max(1, round(total * strength))
@@ -90,11 +96,15 @@ def invert_video(model, latent: dict, conditioning: list, steps: int, strength: 
 
 
 def sample_video(
-    model, positive: list, negative: list, latent: dict, steps: int, cfg: float, eta: float, seed: int, node: str
+    model, positive: list, negative: list, latent: dict, steps: int, cfg: float, eta: float, seed: int, node: str,
+    window: int = 0, overlap: int = 0,
 ) -> dict:
-    """DDIM (eta 0) or DDIM-eta sampling; from an inversion when the LATENT is one, else from fresh noise."""
+    """DDIM (eta 0) or DDIM-eta sampling; from an inversion when the LATENT is one, else from fresh noise.
+
+    window/overlap: run the UNet on overlapping windows of that many frames (0: the whole clip at once)."""
     require_inflated(model, node)
-    samples = require_video_latent(model, latent, node, "latent")
+    samples = require_video_latent(model, latent, node, "latent", window)
+    check_window(window, overlap, samples.shape[0], node)
     check_hint_counts(positive, samples.shape[0], node, "positive")
     check_hint_counts(negative, samples.shape[0], node, "negative")
     record = InversionRecord.of(latent)
@@ -104,6 +114,7 @@ def sample_video(
     else:
         sigmas = inversion_sigmas(model, samples, record, steps, node, "latent")
         noise = torch.zeros_like(samples)
+    model = in_windows(model, window, overlap)
     sampler = (
         comfy.samplers.sampler_object("ddim") if eta == 0
         else comfy.samplers.ksampler("euler_ancestral", {"eta": eta, "s_noise": 1.0})

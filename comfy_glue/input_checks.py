@@ -17,7 +17,9 @@ def require_inflated(model, node: str) -> Inflation:
     return inflation
 
 
-def require_video_latent(model, latent: dict, node: str, input_name: str) -> torch.Tensor:
+def require_video_latent(model, latent: dict, node: str, input_name: str, window: int = 0) -> torch.Tensor:
+    """The LATENT's frames, once they make a video this model can run (a motion module's frame limit applies to
+    the `window` the pack runs at a time, where one is set)."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise TAVInputError(node, input_name, "expected a LATENT of video frames (batch = frames).")
@@ -30,5 +32,6 @@ def require_video_latent(model, latent: dict, node: str, input_name: str) -> tor
     if samples.shape[0] < 2:
         raise TAVInputError(node, input_name, f"{samples.shape[0]} frame: a video needs at least 2 frames.")
     inflation = inflation_of(model)
-    check_frame_limit(model, inflation.motion if inflation else None, samples.shape[0], node, input_name)
+    frames = min(samples.shape[0], window) if window else samples.shape[0]
+    check_frame_limit(model, inflation.motion if inflation else None, frames, node, input_name)
     return samples

@@ -37,7 +37,7 @@ from ..tav_core.video_batch import current_videos
 from .inversion_record import inversion_guard
 from .layer_ops import TemporalLayerOps
 from .motion_injection import MotionModule, MotionPlacement, attach_motion, place
-from .unet_forward import VIDEO_BATCH_WRAPPER_KEY, comfy_attention_fn, video_batch_wrapper, videos_in
+from .unet_forward import VIDEO_BATCH_WRAPPER_KEY, anchor_frames, comfy_attention_fn, video_batch_wrapper, videos_in
 
 INFLATION_ATTACHMENT = "tav_inflation"
 TEMPORAL_MODELS_KEY = "tav_temporal"
@@ -87,12 +87,19 @@ class CrossFrameAttn1:
         return self  # immutable; ModelPatcher.clone deep-copies model_options
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        videos = videos_in(extra_options)
+        anchors = anchor_frames()
+        first = None
+        if anchors is not None and self.mode != AttentionMode.FULL:
+            block = extra_options["block"]
+            first = anchors.first_frames((block[0], block[1], extra_options.get("block_index", 0)), k, v, videos)
         return cross_frame_attention(
             q, k, v,
             heads=extra_options["n_heads"],
-            videos=videos_in(extra_options),
+            videos=videos,
             mode=self.mode,
             attention=comfy_attention_fn(extra_options.get("attn_precision"), extra_options),
+            first=first,
         )
 
 

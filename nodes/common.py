@@ -39,3 +39,23 @@ def validation_result(check: Callable[[], object]) -> bool | str:
     except TAVInputError as error:
         return str(error)
     return True
+
+
+def frame_window_inputs(what: str) -> list[io.Int.Input]:
+    """`window` and `overlap`: the long-clip inputs of the nodes that run the UNet over a clip."""
+    return [
+        io.Int.Input(
+            "window", default=0, min=0, max=4096, optional=True,
+            tooltip=(
+                f"0: {what} runs the UNet on all frames at once. Above 0: on overlapping windows of this many "
+                "frames, blended where they overlap, so memory follows the window, not the clip; every window "
+                "also reads the clip's frame 0, so appearance holds across windows. Works on every ComfyUI "
+                "version (no context-window node needed)."
+            ),
+        ),
+        io.Int.Input(
+            "overlap", default=4, min=0, max=4095, optional=True,
+            tooltip="With a window: frames shared by neighbouring windows, cross-faded (below the window).",
+        ),
+    ]
+

@@ -3,7 +3,8 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.ddim_editing import invert_video
-from .common import CATEGORY, check_numbers, validation_result
+from ..comfy_glue.frame_windowing import check_window
+from .common import CATEGORY, check_numbers, frame_window_inputs, validation_result
 
 NODE = "DDIM Invert Video"
 
@@ -38,6 +39,7 @@ class DDIMInvertVideo(io.ComfyNode):
                         "stop earlier, keeping more of the source and leaving less room for the edit."
                     ),
                 ),
+                *frame_window_inputs("the inversion"),
             ],
             outputs=[
                 io.Latent.Output(
@@ -51,12 +53,21 @@ class DDIMInvertVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps: int | None = None, inversion_strength: float | None = None):
-        return validation_result(
-            lambda: check_numbers(cls, {"steps": steps, "inversion_strength": inversion_strength})
-        )
+    def check_inputs(cls, steps: int | None, inversion_strength: float | None, window: int | None,
+                     overlap: int | None) -> None:
+        check_numbers(cls, {"steps": steps, "inversion_strength": inversion_strength})
+        check_numbers(cls, {"window": window, "overlap": overlap})
+        check_window(window, overlap, None, NODE)
 
     @classmethod
-    def execute(cls, model, latents, conditioning, steps: int, inversion_strength: float) -> io.NodeOutput:
-        check_numbers(cls, {"steps": steps, "inversion_strength": inversion_strength})
-        return io.NodeOutput(invert_video(model, latents, conditioning, steps, inversion_strength, NODE))
+    def validate_inputs(cls, steps: int | None = None, inversion_strength: float | None = None,
+                        window: int | None = None, overlap: int | None = None):
+        return validation_result(lambda: cls.check_inputs(steps, inversion_strength, window, overlap))
+
+    @classmethod
+    def execute(cls, model, latents, conditioning, steps: int, inversion_strength: float, window: int = 0,
+                overlap: int = 4) -> io.NodeOutput:
+        cls.check_inputs(steps, inversion_strength, window, overlap)
+        return io.NodeOutput(
+            invert_video(model, latents, conditioning, steps, inversion_strength, NODE, window, overlap)
+        )

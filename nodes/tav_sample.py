@@ -3,7 +3,8 @@
 from comfy_api.latest import io
 
 from ..comfy_glue.ddim_editing import sample_video
-from .common import CATEGORY, check_numbers, validation_result
+from ..comfy_glue.frame_windowing import check_window
+from .common import CATEGORY, check_numbers, frame_window_inputs, validation_result
 
 NODE = "TAV Sample"
 
@@ -41,15 +42,27 @@ class TAVSample(io.ComfyNode):
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                     tooltip="Used when eta > 0, or when the latent is not an inversion (fresh noise).",
                 ),
+                *frame_window_inputs("sampling"),
             ],
             outputs=[io.Latent.Output(tooltip="The edited video's latents: connect VAEDecode.")],
         )
 
     @classmethod
-    def validate_inputs(cls, steps: int | None = None, cfg: float | None = None, eta: float | None = None):
-        return validation_result(lambda: check_numbers(cls, {"steps": steps, "cfg": cfg, "eta": eta}))
+    def check_inputs(cls, steps: int | None, cfg: float | None, eta: float | None, window: int | None,
+                     overlap: int | None) -> None:
+        check_numbers(cls, {"steps": steps, "cfg": cfg, "eta": eta})
+        check_numbers(cls, {"window": window, "overlap": overlap})
+        check_window(window, overlap, None, NODE)
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, steps: int, cfg: float, eta: float, seed: int):
-        check_numbers(cls, {"steps": steps, "cfg": cfg, "eta": eta})
-        return io.NodeOutput(sample_video(model, positive, negative, latent, steps, cfg, eta, seed, NODE))
+    def validate_inputs(cls, steps: int | None = None, cfg: float | None = None, eta: float | None = None,
+                        window: int | None = None, overlap: int | None = None):
+        return validation_result(lambda: cls.check_inputs(steps, cfg, eta, window, overlap))
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps: int, cfg: float, eta: float, seed: int,
+                window: int = 0, overlap: int = 4):
+        cls.check_inputs(steps, cfg, eta, window, overlap)
+        return io.NodeOutput(
+            sample_video(model, positive, negative, latent, steps, cfg, eta, seed, NODE, window, overlap)
+        )

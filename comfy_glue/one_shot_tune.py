@@ -27,20 +27,25 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from torch import nn
 
+from ..tav_core.anchor_frames import AnchorFrames
 from ..tav_core.errors import TAVInputError
 from ..tav_core.tuned_weights_file import TunedWeights
 from ..tav_core.tuning import (
     CheckpointScope,
     MotionTraining,
     NonFiniteLossError,
+    StepDraw,
     Trainable,
     TuneSettings,
+    WindowAnchor,
     copy_to_device,
+    draw_step,
     resolve_precision,
     run_tuning,
     target_mse,
 )
 from .delta_weight import DeltaWeight
+from .frame_windowing import check_window
 from .input_checks import require_inflated, require_video_latent
 from .motion_injection import motion_patcher_of, motion_record, swap_motion_patcher
 from .motion_training import motion_trainer
@@ -238,7 +243,8 @@ def tune(
     resume: weights of an earlier tune of this setup to continue from. on_checkpoint: called with the weights so
     far every settings.save_every steps (TAV_WEIGHTS as at the end, the steps counted from the first tune)."""
     inflation = require_inflated(model, node)
-    samples = require_video_latent(model, latent, node, "latents")
+    samples = require_video_latent(model, latent, node, "latents", settings.window)
+    check_window(settings.window, 0, samples.shape[0], node)
     q_shapes = tuned_q_shapes(model)
     check_settings(settings, q_shapes, node)
     steps_before = check_resumable(model, inflation, resume, settings, node) if resume is not None else 0
@@ -303,13 +309,11 @@ def tune(
             sigma_table = model_sampling.sigmas.detach().float().cpu()
             sigma_table_on_device = sigma_table.to(x0.device)
             generator = torch.Generator().manual_seed(settings.seed)
-            frames = x0.shape[0]
+            window = settings.window if 0 < settings.window < x0.shape[0] else x0.shape[0]
+            anchored = settings.window_anchor == WindowAnchor.CLIP
 
-            def draw() -> tuple[int, torch.Tensor]:
-                # One timestep for the whole video, independent noise per frame (the reference's recipe),
-                # drawn on the CPU (the same on every device).
-                return int(torch.randint(0, len(sigma_table), (1,), generator=generator)), torch.randn(
-                    x0.shape, generator=generator)
+            def draw() -> StepDraw:
+                return draw_step(generator, len(sigma_table), x0.shape, settings.window)
 
             for _ in range(steps_before):  # a resumed tune goes on with the draws of its later steps
                 draw()
@@ -318,17 +322,27 @@ def tune(
             previews: dict[int, tuple] = {}
 
             def compute_loss(step: int) -> torch.Tensor:
-                t, noise = draw()
-                sigma = sigma_table[t]
-                noise = copy_to_device(noise, x0.device).to(x0.dtype)  # without a host-device sync
-                sigmas = sigma_table_on_device[t].expand(frames)
-                noisy = model_sampling.noise_scaling(sigmas, noise, x0)
+                drawn = draw()
+                sigma = sigma_table[drawn.timestep]
+                noise = copy_to_device(drawn.noise, x0.device).to(x0.dtype)  # without a host-device sync
+                sigmas = sigma_table_on_device[drawn.timestep].expand(window)
+                noisy = model_sampling.noise_scaling(sigmas, noise[:window], x0[:window])
+                anchors = None
+                if drawn.start and anchored:  # frame 0 as the clip's first window sees it, at this step's noise
+                    anchors = AnchorFrames()
+                    with torch.no_grad(), published(ForwardState(None, None, anchors)):
+                        model_wrap(noisy, sigmas, **extra_args)
+                    anchors.recording = False
+                target = x0[drawn.start:drawn.start + window]
+                if drawn.start:
+                    noisy = model_sampling.noise_scaling(sigmas, noise[drawn.start:drawn.start + window], target)
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
-                denoised = model_wrap(noisy, sigmas, **extra_args)
+                with published(ForwardState(None, None, anchors)) if anchors is not None else nullcontext():
+                    denoised = model_wrap(noisy, sigmas, **extra_args)
                 if previewer is not None and (step + 1) % settings.preview_every == 0:
                     previews[step + 1] = first_and_last_frame_preview(previewer, denoised.detach())
-                return target_mse(denoised, x0, output_gain(model_sampling, sigma))
+                return target_mse(denoised, target, output_gain(model_sampling, sigma))
 
             def on_progress(done: int, so_far: list[float]) -> None:
                 shown = previews.pop(max(previews), None) if previews else None
@@ -367,6 +381,8 @@ def tune(
                     "precision": str(precision.compute_dtype).removeprefix("torch."),
                     "final_loss": f"{last_loss:.6g}",
                     **({"rank": str(settings.rank)} if settings.rank else {}),
+                    **({"window": str(settings.window), "window_anchor": WindowAnchor(settings.window_anchor).value}
+                       if 0 < settings.window < samples.shape[0] else {}),
                     **({"resumed_at_step": str(steps_before)} if resume is not None else {}),
                     **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None
                        else {}),

@@ -6,13 +6,21 @@ from functools import partial
 import torch
 from comfy_api.latest import io
 
+from ..comfy_glue.frame_windowing import check_window
 from ..comfy_glue.model_folders import save_tuned_weights
 from ..comfy_glue.one_shot_tune import tune
 from ..comfy_glue.progress import show_on_node
 from ..comfy_glue.resume import RESUME_INPUT
 from ..tav_core.errors import TAVInputError
 from ..tav_core.loss_curve import draw_loss_curve
-from ..tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, Trainable, TuneSettings
+from ..tav_core.tuning import (
+    CheckpointScope,
+    MotionTraining,
+    PrecisionChoice,
+    Trainable,
+    TuneSettings,
+    WindowAnchor,
+)
 from .common import CATEGORY, TUNED_WEIGHTS, check_numbers, validation_result
 from .tuned_weights_io import checked_save_path
 from .weights_in_prompt import refuse_save_and_load_together
@@ -132,6 +140,23 @@ class OneShotTune(io.ComfyNode):
                         "wrong. 0: no previews."
                     ),
                 ),
+                io.Int.Input(
+                    "window", default=0, min=0, max=4096, optional=True,
+                    tooltip=(
+                        "0: every step trains on all frames at once (the paper). Above 0: each step trains on this "
+                        "many consecutive frames drawn from the clip (seeded), so memory follows the window, not the "
+                        "clip: for long clips. Invert and sample them with the same window."
+                    ),
+                ),
+                io.Combo.Input(
+                    "window_anchor", options=[a.value for a in WindowAnchor], default=WindowAnchor.CLIP.value,
+                    optional=True,
+                    tooltip=(
+                        "With a window: what a window that starts later reads as frame 0 in sparse-causal attention. "
+                        "clip: the clip's frame 0 (seen through the clip's first window, as windowed inversion and "
+                        "sampling read it; one extra forward pass per step); window: the window's own first frame."
+                    ),
+                ),
                 TUNED_WEIGHTS.Input(
                     RESUME_INPUT, optional=True,
                     tooltip=(
@@ -156,9 +181,11 @@ class OneShotTune(io.ComfyNode):
     def check_inputs(
         cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None,
         rank: int | None = None, save_every: int | None = None, preview_every: int | None = None,
+        window: int | None = None,
     ) -> None:
         check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank, "rank": rank,
-                            "save_every": save_every, "preview_every": preview_every})
+                            "save_every": save_every, "preview_every": preview_every, "window": window})
+        check_window(window, None, None, NODE)
         named = save_name is not None and bool(save_name.strip())
         if named:
             checked_save_path(NODE, save_name)
@@ -172,10 +199,12 @@ class OneShotTune(io.ComfyNode):
     def validate_inputs(
         cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None,
         motion_rank: int | None = None, rank: int | None = None, save_every: int | None = None,
-        preview_every: int | None = None,
+        preview_every: int | None = None, window: int | None = None,
     ) -> bool | str:
         return validation_result(
-            lambda: cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every)
+            lambda: cls.check_inputs(
+                steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window
+            )
         )
 
     @classmethod
@@ -183,14 +212,16 @@ class OneShotTune(io.ComfyNode):
         cls, model, latents, conditioning, steps: int, learning_rate: float, seed: int,
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
         motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
-        rank: int = 0, save_every: int = 0, resume_from=None, preview_every: int = 0,
+        rank: int = 0, save_every: int = 0, resume_from=None, preview_every: int = 0, window: int = 0,
+        window_anchor: str = WindowAnchor.CLIP.value,
     ) -> io.NodeOutput:
-        cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every)
+        cls.check_inputs(steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window)
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
             steps, learning_rate, seed, CheckpointScope(gradient_checkpointing), PrecisionChoice(precision),
             motion_training=MotionTraining(motion_training), motion_rank=motion_rank, trainable=Trainable(trainable),
-            rank=rank, save_every=save_every, preview_every=preview_every,
+            rank=rank, save_every=save_every, preview_every=preview_every, window=window,
+            window_anchor=WindowAnchor(window_anchor),
         )
         checkpoint = partial(save_tuned_weights, name=save_name, dtype=torch.float16) if save_every else None
         result = tune(

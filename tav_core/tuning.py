@@ -68,6 +68,13 @@ class Trainable(str, Enum):
     REFERENCE = "reference"  # the reference's: attn_temp only (norm_temp frozen), its output bias at nn.Linear's init
 
 
+class WindowAnchor(str, Enum):
+    """What a later window's sparse-causal attention reads as frame 0 while tuning in windows."""
+
+    CLIP = "clip"  # the clip's frame 0, as windowed inversion and sampling read it
+    WINDOW = "window"  # the window's own first frame: each window is a short video of its own
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     steps: int = 500
@@ -83,6 +90,27 @@ class TuneSettings:
     rank: int = 0  # to_q as LoRAs of this rank; 0: full-rank deltas (the paper)
     save_every: int = 0  # hand the weights to on_checkpoint every this many steps; 0: only at the end
     preview_every: int = 0  # show the denoised prediction of the training batch every this many steps; 0: never
+    window: int = 0  # train each step on this many consecutive frames, drawn; 0: the whole clip
+    window_anchor: WindowAnchor = WindowAnchor.CLIP
+
+
+@dataclass(frozen=True)
+class StepDraw:
+    """One training step's random choices: the reference's one timestep for the whole video with independent
+    noise per frame, and where the step's window starts."""
+
+    timestep: int
+    noise: torch.Tensor  # for every frame of the clip
+    start: int  # the window's first frame (0 without a window)
+
+
+def draw_step(generator: torch.Generator, timesteps: int, shape: torch.Size, window: int) -> StepDraw:
+    """Drawn on the CPU, so every device draws alike; without a window the draws are the whole-clip recipe's."""
+    timestep = int(torch.randint(0, timesteps, (1,), generator=generator))
+    noise = torch.randn(shape, generator=generator)
+    frames = shape[0]
+    start = int(torch.randint(0, frames - window + 1, (1,), generator=generator)) if 0 < window < frames else 0
+    return StepDraw(timestep, noise, start)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -34,6 +34,10 @@ class Plan:
     negative: str = "empty"  # the paper's empty negative prompt, or "source": the source caption
     trainable: str = "pack"  # One-Shot Tune's trainable: "reference" trains and initialises as the original code
     temporal_conv: str = "none"  # Inflate UNet's temporal_conv: "pseudo3d" adds Make-A-Video's 1D convolutions
+    tune_window: int = 0  # One-Shot Tune's window (0: every frame each step)
+    window_anchor: str = "clip"  # One-Shot Tune's window_anchor
+    sample_window: int = 0  # DDIM Invert Video's and TAV Sample's window (0: the whole clip)
+    overlap: int = 4  # their overlap, with a sample_window
 
 
 VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh noise
@@ -46,10 +50,15 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "per_video_groupnorm": Plan(groupnorm="per_video"),
     "reference_exact": Plan(groupnorm="per_video", trainable="reference"),  # the original code's UNet and tuning
     "pseudo3d": Plan(temporal_conv="pseudo3d"),  # full, plus a tuned temporal convolution after every ResBlock conv
+    # Long clips (run with --frames 48): tuned, inverted and sampled in windows, overlap 4
+    "window16_clip": Plan(tune_window=16, sample_window=16),
+    "window16_window": Plan(tune_window=16, window_anchor="window", sample_window=16),
+    "window8_clip": Plan(tune_window=8, sample_window=8),
+    "window8_window": Plan(tune_window=8, window_anchor="window", sample_window=8),
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
-METRICS = ("text_alignment", "motion_error", "object_found", "consistency", "area_change")
+METRICS = ("text_alignment", "motion_error", "object_found", "consistency", "area_change", "end_drift")
 TARGETS = {"text_alignment": 0.90, "motion_error": 3.0, "per_frame_motion_ratio": 3.0}
 
 
@@ -82,7 +91,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 latent_image=fresh, denoise=1.0)
             else:
                 key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned, plan.trainable,
-                       plan.temporal_conv)
+                       plan.temporal_conv, plan.tune_window, plan.window_anchor)
+                windows = {"window": plan.sample_window, "overlap": plan.overlap}
                 if key not in tuned:
                     video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
                                          temporal_layers=plan.temporal_layers, temporal_position_encoding="none",
@@ -92,16 +102,17 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                              conditioning=source, steps=settings.tune_steps,
                                              learning_rate=settings.learning_rate, seed=seed,
                                              gradient_checkpointing="off", precision="auto",
-                                             trainable=plan.trainable), 0]
+                                             trainable=plan.trainable, window=plan.tune_window,
+                                             window_anchor=plan.window_anchor), 0]
                     tuned[key] = video_model
-                if plan.inverted and key not in inverted:
-                    inverted[key] = [g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
-                                           steps=settings.ddim_steps,
-                                           inversion_strength=settings.inversion_strength), 0]
+                if plan.inverted and (key, plan.sample_window) not in inverted:
+                    inverted[key, plan.sample_window] = [
+                        g.add("TAV_DDIMInvertVideo", model=tuned[key], latents=latents, conditioning=empty,
+                              steps=settings.ddim_steps, inversion_strength=settings.inversion_strength, **windows), 0]
                 sampled = g.add("TAV_Sample", model=tuned[key], positive=prompt,
                                 negative=source if plan.negative == "source" else empty,
-                                latent=inverted[key] if plan.inverted else fresh, steps=settings.ddim_steps,
-                                cfg=settings.cfg, eta=0.0, seed=seed)
+                                latent=inverted[key, plan.sample_window] if plan.inverted else fresh,
+                                steps=settings.ddim_steps, cfg=settings.cfg, eta=0.0, seed=seed, **windows)
             decoded = g.add("VAEDecode", samples=[sampled, 0], vae=vae)
             saves[variant, kind] = g.add("SaveImage", images=[decoded, 0], filename_prefix=f"{variant}/{kind}/frame")
     return g.nodes, saves
@@ -177,13 +188,13 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
         f"Command: `{' '.join(['python'] + sys.argv)}`",
         "",
         "| variant | text alignment | motion error (px) | object found | consistency | area change | "
-        "recon PSNR (dB) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "end drift | recon PSNR (dB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for variant, row in summary.items():
         lines.append(
             f"| {variant} | {row['text_alignment']:.3f} | {row['motion_error']:.2f} | {row['object_found']:.3f} | "
-            f"{row['consistency']:.3f} | {row['area_change']:.3f} | {row['recon_psnr']:.2f} |"
+            f"{row['consistency']:.3f} | {row['area_change']:.3f} | {row['end_drift']:.3f} | {row['recon_psnr']:.2f} |"
         )
     lines += ["", "Per edit kind (text alignment / motion error px):", "",
               "| variant | " + " | ".join(edits) + " |", "| --- |" + " --- |" * len(edits)]
@@ -200,12 +211,16 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
               "trainable reference (norm_temp frozen, nn.Linear's output bias init), as the original code; "
               "pseudo3d is full with Inflate UNet's temporal_conv pseudo3d (Make-A-Video's identity-initialised "
               "1D convolution over the frames after every ResBlock 3x3 convolution, tuned beside the rest); "
+              "windowN_clip / windowN_window are full for long clips: One-Shot Tune window N (window_anchor clip: "
+              "a later window reads the clip's frame 0; window: its own first frame), DDIM Invert Video and TAV "
+              "Sample window N with overlap 4 (always anchored on the clip's frame 0); "
               "per_frame_t2i samples every frame alone from fresh noise with the stock KSampler (no inflation).", "",
               "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "
               "both show an object (frames without one count against text alignment and object found); "
               "consistency = consecutive frame pairs showing the same judged object; area change = mean relative "
-              "area change between consecutive frames; recon PSNR = the source caption sampled back from the "
+              "area change between consecutive frames; end drift = last-quarter frames whose judged object or "
+              "background is not frame 0's; recon PSNR = the source caption sampled back from the "
               "inversion, against the source frames.", ""]
     if "full" in summary:
         full_align, full_motion = summary["full"]["text_alignment"], summary["full"]["motion_error"]

@@ -16,6 +16,7 @@ class EditScore:
     consistency: float  # consecutive frame pairs showing the same judged object (colour and shape)
     area_change: float  # mean |area change| / larger area, between consecutive frames that both show an object
     psnr: float  # dB against the source frames (meaningful for reconstructions)
+    end_drift: float  # last-quarter frames whose judged object (colour, shape, background) differs from frame 0's
 
 
 def score_edit(frames: np.ndarray, source: np.ndarray, target: tuple[str, str, str]) -> EditScore:
@@ -33,7 +34,19 @@ def score_edit(frames: np.ndarray, source: np.ndarray, target: tuple[str, str, s
         consistency=consistency(edited),
         area_change=float(np.mean(areas)) if areas else math.nan,
         psnr=10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf,
+        end_drift=end_drift(edited),
     )
+
+
+def end_drift(judged: list[Judgement]) -> float:
+    """How far a long video's look wanders from its start: the share of its last quarter of frames whose judged
+    object (colour and shape) or background is not frame 0's; nan where frame 0 shows no object."""
+    first = judged[0]
+    if first.colour is None:
+        return math.nan
+    last = judged[len(judged) - max(1, len(judged) // 4):]
+    return float(np.mean([(j.colour, j.shape, j.background) != (first.colour, first.shape, first.background)
+                          for j in last]))
 
 
 def consistency(judged: list[Judgement]) -> float:

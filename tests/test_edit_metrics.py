@@ -44,3 +44,16 @@ def test_empty_frames_count_as_missing_objects():
 def test_parse_caption_refuses_other_text(text):
     with pytest.raises(ValueError, match="caption"):
         parse_caption(text)
+
+
+def test_end_drift_counts_the_last_quarter_that_left_the_first_frames_look():
+    clip = random_clip(9, frames=48, path="bounce")
+    scene = clip.scenes[0]
+    assert score_edit(clip.frames, clip.frames, parse_caption(clip.caption)).end_drift == 0.0
+    other = next(c for c in ("red", "green", "orange") if c not in (scene.colour, scene.background))
+    drifting = clip.frames.copy()
+    drifting[42:] = shifted(clip, 0.0, other)[42:]  # the last 6 of the last quarter's 12 frames change colour
+    assert score_edit(drifting, clip.frames, parse_caption(clip.caption)).end_drift == pytest.approx(0.5)
+    blank_start = drifting.copy()
+    blank_start[0] = clip.frames[0, :1, :1]
+    assert math.isnan(score_edit(blank_start, clip.frames, parse_caption(clip.caption)).end_drift)

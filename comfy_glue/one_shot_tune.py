@@ -29,6 +29,7 @@ from torch import nn
 
 from ..tav_core.anchor_frames import AnchorFrames
 from ..tav_core.errors import TAVInputError
+from ..tav_core.memory_forecast import forecast_peaks, pick_scope
 from ..tav_core.tuned_weights_file import TunedWeights
 from ..tav_core.tuning import (
     CheckpointScope,
@@ -47,6 +48,7 @@ from ..tav_core.tuning import (
 from .delta_weight import DeltaWeight
 from .frame_windowing import check_window
 from .input_checks import require_inflated, require_video_latent
+from .memory_probe import probe_saved_bytes
 from .motion_injection import motion_patcher_of, motion_record, swap_motion_patcher
 from .motion_training import motion_trainer
 from .progress import NodeProgress, check_cancel
@@ -286,11 +288,13 @@ def tune(
         )
         scope = CheckpointScope(settings.gradient_checkpointing)
         sites = inflation.sites.layers
+        training_forwards: dict[str, TrainingForward] = {}  # auto sets their checkpointing once it has chosen
         for path, module in sites:
-            if settings.compile or checkpointed(module, scope):
+            if settings.compile or scope == CheckpointScope.AUTO or checkpointed(module, scope):
                 key = f"{path}.forward"
                 forward = trainer.object_patches.get(key, partial(type(module).forward, module))
-                trainer.add_object_patch(key, TrainingForward(forward, checkpointed(module, scope), settings.compile))
+                training_forwards[path] = TrainingForward(forward, checkpointed(module, scope), settings.compile)
+                trainer.add_object_patch(key, training_forwards[path])
 
         comfy.model_management.load_models_gpu(
             [trainer, *trainer.get_nested_additional_models()], memory_required=1e20, force_full_load=True
@@ -303,11 +307,13 @@ def tune(
             use_ordinary_tensors(motion.patcher.model)
             params += motion.parameters()
         losses: list[float] = []
+        chosen_scope: ScopeChoice | None = None
 
         def train(model_wrap, extra_args, x0: torch.Tensor) -> None:
             model_sampling = model_wrap.inner_model.model_sampling
             sigma_table = model_sampling.sigmas.detach().float().cpu()
             sigma_table_on_device = sigma_table.to(x0.device)
+            nonlocal chosen_scope
             generator = torch.Generator().manual_seed(settings.seed)
             window = settings.window if 0 < settings.window < x0.shape[0] else x0.shape[0]
             anchored = settings.window_anchor == WindowAnchor.CLIP
@@ -318,6 +324,10 @@ def tune(
             for _ in range(steps_before):  # a resumed tune goes on with the draws of its later steps
                 draw()
 
+            if scope == CheckpointScope.AUTO:
+                chosen_scope = choose_scope(model_wrap, extra_args, x0, window, params, device, sites)
+                for path, module in sites:
+                    training_forwards[path].checkpoint = checkpointed(module, chosen_scope.scope)
             previewer = training_previewer(trainer) if settings.preview_every else None
             previews: dict[int, tuple] = {}
 
@@ -347,7 +357,8 @@ def tune(
             def on_progress(done: int, so_far: list[float]) -> None:
                 shown = previews.pop(max(previews), None) if previews else None
                 previews.clear()
-                progress.update(done, f"step {done}/{settings.steps}  loss {so_far[-1]:.5f}", shown)
+                scope_text = f"  ({chosen_scope.text})" if chosen_scope is not None else ""
+                progress.update(done, f"step {done}/{settings.steps}  loss {so_far[-1]:.5f}{scope_text}", shown)
 
             def checkpoint(done: int, so_far: list[float]) -> None:
                 on_checkpoint(snapshot(done, so_far[-1]))
@@ -379,6 +390,8 @@ def tune(
                     "seed": str(settings.seed),
                     "trainable": Trainable(settings.trainable).value,
                     "precision": str(precision.compute_dtype).removeprefix("torch."),
+                    **({"gradient_checkpointing": f"auto: {chosen_scope.scope.value}"} if chosen_scope is not None
+                       else {}),
                     "final_loss": f"{last_loss:.6g}",
                     **({"rank": str(settings.rank)} if settings.rank else {}),
                     **({"window": str(settings.window), "window_anchor": WindowAnchor(settings.window_anchor).value}
@@ -409,6 +422,36 @@ def tune(
 
         weights = snapshot(settings.steps, losses[-1])
     return TuneResult(apply_tuned_weights(model, weights), weights, losses)
+
+
+@dataclass(frozen=True)
+class ScopeChoice:
+    scope: CheckpointScope
+    text: str  # for the progress line
+
+
+PROBE_SEED = 0
+
+
+def choose_scope(
+    model_wrap, extra_args: dict, x0: torch.Tensor, frames: int, params: list, device, sites: tuple
+) -> ScopeChoice:
+    """gradient_checkpointing auto: what autograd saves in a forward of 1 and of 2 frames (eager, nothing
+    checkpointed yet), forecast for `frames` frames under each scope with the trained values' gradients and AdamW
+    moments, against the device's free memory now (the models are loaded)."""
+    model_sampling = model_wrap.inner_model.model_sampling
+    sigma = model_sampling.sigmas[len(model_sampling.sigmas) // 2].to(x0.device)
+    noise = torch.randn(x0[:2].shape, generator=torch.Generator().manual_seed(PROBE_SEED)).to(x0.device, x0.dtype)
+
+    def run_forward(count: int) -> None:
+        sigmas = sigma.expand(count)
+        model_wrap(model_sampling.noise_scaling(sigmas, noise[:count], x0[:count]), sigmas, **extra_args)
+
+    one, two = (probe_saved_bytes(run_forward, sites, count) for count in (1, 2))
+    optimizer_bytes = 12 * sum(param.numel() for param in params)  # fp32 gradient and two AdamW moments each
+    peaks = forecast_peaks(one, two, frames, optimizer_bytes)
+    scope, text = pick_scope(peaks, comfy.model_management.get_free_memory(device))
+    return ScopeChoice(scope, text)
 
 
 def training_previewer(model) -> latent_preview.LatentPreviewer | None:

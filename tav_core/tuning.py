@@ -47,6 +47,7 @@ def resolve_precision(choice: PrecisionChoice, device: torch.device, bf16_suppor
 class CheckpointScope(str, Enum):
     """Which UNet layers recompute their activations during backward (non-reentrant checkpointing)."""
 
+    AUTO = "auto"  # the fastest of the three below whose predicted peak memory fits the free memory
     BLOCKS = "blocks"  # every ResNet block and spatial transformer: least memory
     TRANSFORMERS = "transformers"  # spatial transformers (with their temporal layers) only
     OFF = "off"  # keep every activation: fastest, most memory

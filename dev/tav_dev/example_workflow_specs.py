@@ -95,9 +95,9 @@ PROMPTS_X = 1260
 INFLATE_X, TUNE_X, TUNE_OUT_X = 1700, 2080, 2390  # TUNE_OUT_X: loss curve, saved weights
 INVERT_X, INVERT_Y = 2800, 540
 EDIT_X, EDIT_Y = 3140, 660
-COMPARE_Y = 986
+COMPARE_Y = 1060
 TOP_LANE_Y = 90  # the VAE runs above the prompts and the tuning to the decoders
-BOTTOM_LANE_Y = 1000  # the source frames run below everything to the side-by-side
+BOTTOM_LANE_Y = 1080  # the source frames run below everything to the side-by-side
 PROMPT_SIZE = (300, 110)
 NOTE_POS = (0, -460)
 SOURCE_PROMPT = ("source_prompt", "Source caption")
@@ -149,7 +149,7 @@ def add_tune(g: Graph, dx: int = 0, loss_y: int = 230, invert_y: int = INVERT_Y,
               "groupnorm": "per_frame"}, width=260),
           Node("tune", "TAV_OneShotTune", (TUNE_X + dx, 180), {
               "steps": 500, "learning_rate": 3e-5, "seed": 33, "control_after_generate": "fixed",
-              "gradient_checkpointing": "blocks", "precision": "auto", "save_name": "",
+              "gradient_checkpointing": "auto", "precision": "auto", "save_name": "",
               "caption": SOURCE_CAPTION, **tune_widgets}, width=240),
           Node("loss", "PreviewImage", (TUNE_OUT_X + dx, loss_y), title="Loss curve", size=(200, 120)))
     g.reroute("r_latent", (1620 + dx, 201))  # the source latents: into the tuning, and under it to the inversion
@@ -293,7 +293,7 @@ The toy model wants low guidance (cfg {DEMO_CFG:g}) and a higher learning rate t
 TUNE_ONCE_EDITS = [("a", "a Porsche car is moving on the beach"), ("b", "a jeep car is moving on the snow"),
                    ("c", "a cartoon jeep car is moving on the road, comic style")]
 SHIFT = 300  # the sessions sit further right than in the other workflows: the later session's inputs come down
-LATER_Y = 1840  # between the prompts and the first session; the later session's row is below the first session's
+LATER_Y = 1920  # between the prompts and the first session; the later session's row is below the first session's
 DECODE_GAP = 220  # between TAV Sample and VAE Decode: room for the VAE fanning out to the rows
 
 

@@ -64,7 +64,8 @@ def pick_scope(peaks: dict[CheckpointScope, int], free_bytes: int, margin: float
         if peaks[scope] <= budget:
             return scope, f"auto: {scope.value} (predicted {readable(peaks[scope])} of {readable(free_bytes)} free)"
     blocks = CheckpointScope.BLOCKS
-    return blocks, f"auto: {blocks.value} (predicted {readable(peaks[blocks])}, more than the {readable(free_bytes)} free)"
+    predicted = readable(peaks[blocks])
+    return blocks, f"auto: {blocks.value} (predicted {predicted}, more than the {readable(free_bytes)} free)"
 
 
 def readable(nbytes: float) -> str:

@@ -50,14 +50,11 @@ class WindowBlend:
     def __init__(self, frames: int, overlap: int) -> None:
         self.frames = frames
         self.overlap = overlap
-        self.total: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None  # the weighted sum, in fp32
         self.weight = torch.zeros(frames, dtype=torch.float64)
 
     def add(self, window: FrameWindow, output: torch.Tensor) -> None:
         """output: (videos, window frames, ...) for the frames of `window`."""
-        if window.start == 0 and window.stop == self.frames:  # one window: its output unchanged, bit for bit
-            self.total, self.weight = output, None
-            return
         weights = blend_weights(window, self.frames, self.overlap)
         if self.total is None:
             self.total = output.new_zeros((output.shape[0], self.frames, *output.shape[2:]), dtype=torch.float32)
@@ -66,7 +63,5 @@ class WindowBlend:
         self.weight[window.start:window.stop] += weights
 
     def result(self, dtype: torch.dtype) -> torch.Tensor:
-        if self.weight is None:
-            return self.total
         shape = (1, -1) + (1,) * (self.total.dim() - 2)
         return (self.total / self.weight.to(self.total.device, torch.float32).view(shape)).to(dtype)

@@ -28,10 +28,9 @@ def scope_bytes(saved: SavedBytes, scope: CheckpointScope) -> int:
     checkpointed layer at a time holds its recomputed activations again (the largest one sets the peak)."""
     if scope == CheckpointScope.OFF:
         return sum(saved.per_layer) + saved.outside
-    recomputed = [
-        index for index, transformer in enumerate(saved.kinds) if transformer or scope == CheckpointScope.BLOCKS
-    ]
-    kept = sum(saved.per_layer[index] for index in range(len(saved.per_layer)) if index not in recomputed)
+    every_layer = scope == CheckpointScope.BLOCKS
+    recomputed = {index for index, transformer in enumerate(saved.kinds) if transformer or every_layer}
+    kept = sum(nbytes for index, nbytes in enumerate(saved.per_layer) if index not in recomputed)
     inputs = sum(saved.layer_inputs[index] for index in recomputed)
     largest = max((saved.per_layer[index] for index in recomputed), default=0)
     return kept + saved.outside + inputs + largest

@@ -325,7 +325,9 @@ def tune(
                 draw()
 
             if scope == CheckpointScope.AUTO:
-                chosen_scope = choose_scope(model_wrap, extra_args, x0, window, params, device, sites)
+                chosen_scope = choose_scope(
+                    model_wrap, extra_args, x0, window, params, device, sites, precision
+                )
                 for path, module in sites:
                     training_forwards[path].checkpoint = checkpointed(module, chosen_scope.scope)
             previewer = training_previewer(trainer) if settings.preview_every else None
@@ -434,7 +436,7 @@ PROBE_SEED = 0
 
 
 def choose_scope(
-    model_wrap, extra_args: dict, x0: torch.Tensor, frames: int, params: list, device, sites: tuple
+    model_wrap, extra_args: dict, x0: torch.Tensor, frames: int, params: list, device, sites: tuple, precision
 ) -> ScopeChoice:
     """gradient_checkpointing auto: what autograd saves in a forward of 1 and of 2 frames (eager, nothing
     checkpointed yet), forecast for `frames` frames under each scope with the trained values' gradients and AdamW
@@ -445,7 +447,8 @@ def choose_scope(
 
     def run_forward(count: int) -> None:
         sigmas = sigma.expand(count)
-        model_wrap(model_sampling.noise_scaling(sigmas, noise[:count], x0[:count]), sigmas, **extra_args)
+        with torch.autocast(device.type, dtype=precision.compute_dtype, enabled=precision.autocast):  # as the steps
+            model_wrap(model_sampling.noise_scaling(sigmas, noise[:count], x0[:count]), sigmas, **extra_args)
 
     one, two = (probe_saved_bytes(run_forward, sites, count) for count in (1, 2))
     optimizer_bytes = 12 * sum(param.numel() for param in params)  # fp32 gradient and two AdamW moments each

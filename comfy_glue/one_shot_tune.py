@@ -338,16 +338,16 @@ def tune(
                 sigma = sigma_table[drawn.timestep]
                 noise = copy_to_device(drawn.noise, x0.device).to(x0.dtype)  # without a host-device sync
                 sigmas = sigma_table_on_device[drawn.timestep].expand(window)
-                noisy = model_sampling.noise_scaling(sigmas, noise[:window], x0[:window])
                 anchors = None
                 if drawn.start and anchored:  # frame 0 as the clip's first window sees it, at this step's noise
                     anchors = AnchorFrames()
+                    first_window = model_sampling.noise_scaling(sigmas, noise[:window], x0[:window])
                     with torch.no_grad(), published(ForwardState(None, None, anchors)):
-                        model_wrap(noisy, sigmas, **extra_args)
+                        model_wrap(first_window, sigmas, **extra_args)
                     anchors.recording = False
-                target = x0[drawn.start:drawn.start + window]
-                if drawn.start:
-                    noisy = model_sampling.noise_scaling(sigmas, noise[drawn.start:drawn.start + window], target)
+                frames = slice(drawn.start, drawn.start + window)
+                target = x0[frames]
+                noisy = model_sampling.noise_scaling(sigmas, noise[frames], target)
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
                 with published(ForwardState(None, None, anchors)) if anchors is not None else nullcontext():

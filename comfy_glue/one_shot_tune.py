@@ -53,10 +53,10 @@ from .motion_injection import motion_patcher_of, motion_record, swap_motion_patc
 from .motion_training import motion_trainer
 from .progress import NodeProgress, check_cancel
 from .resume import check_resumable, start_from
+from .temporal_training import check_temporal_rank, temporal_trainer
 from .train_adapters import learned_lora, lora_parameters, seeded_lora
 from .tuned_weights import apply_tuned_weights, tuned_q_shapes, unet_fingerprint
 from .unet_forward import ForwardState, forward_state, published
-from .unet_inflation import Inflation, attach_temporal_layers, empty_temporal_layers, temporal_layers_of
 
 GPU_REPORT_EVERY = 10  # loss read-backs (host syncs) on a GPU; every step on the CPU
 
@@ -212,30 +212,6 @@ def output_gain(model_sampling, sigma: torch.Tensor) -> float:
     return float(model_sampling.calculate_denoised(sigma.reshape(1), ones, zeros))
 
 
-def training_temporal_layers(model, inflation: Inflation, settings: TuneSettings):
-    """A private fp32 copy of the model's temporal layers that casts its weights to the compute dtype, with the
-    parameters `settings.trainable` names requiring grad.
-
-    Pseudo-3D convolutions learn in either mode: the reference has none, so there is nothing of it to imitate, and
-    a frozen identity would only cost memory."""
-    current = temporal_layers_of(model)
-    if current is None:
-        return None
-    layers = empty_temporal_layers(inflation, torch.float32, model.offload_device)
-    layers.load_state_dict(current.state_dict())
-    for module in layers.modules():
-        if hasattr(module, "comfy_cast_weights"):
-            module.comfy_cast_weights = True
-    layers.requires_grad_(True)
-    if Trainable(settings.trainable) == Trainable.REFERENCE:
-        generator = torch.Generator().manual_seed(settings.seed)
-        for layer in layers.layers.values():
-            layer.norm.requires_grad_(False)  # the reference trains attn_temp, not norm_temp
-            if layer.is_identity():  # untuned: start as the reference does
-                layer.reference_output_bias(generator)
-    return layers
-
-
 def tune(
     model, latent: dict, conditioning: list, settings: TuneSettings, node: str, caption: str = "",
     resume: TunedWeights | None = None, on_checkpoint: Callable[[TunedWeights], None] | None = None,
@@ -249,6 +225,7 @@ def tune(
     check_window(settings.window, 0, samples.shape[0], node)
     q_shapes = tuned_q_shapes(model)
     check_settings(settings, q_shapes, node)
+    check_temporal_rank(model, inflation, settings.temporal_rank, node)
     steps_before = check_resumable(model, inflation, resume, settings, node) if resume is not None else 0
     fingerprint = unet_fingerprint(model)
     device = model.load_device
@@ -261,8 +238,9 @@ def tune(
         trainer = model.clone()
         trainer.set_model_compute_dtype(precision.compute_dtype)
         deltas, q_loras = {}, {}
+        # Draws every LoRA's up half: the to_q ones first, then the temporal ones.
+        generator = torch.Generator().manual_seed(settings.seed)
         if settings.rank:
-            generator = torch.Generator().manual_seed(settings.seed)
             for key in sorted(q_shapes):
                 q_loras[key] = seeded_lora(model.get_model_object(key), settings.rank, generator, device)
                 trainer.add_weight_wrapper(key, q_loras[key])
@@ -270,9 +248,7 @@ def tune(
             for key, shape in q_shapes.items():
                 deltas[key] = nn.Parameter(torch.zeros(shape, device=device, dtype=torch.float32))
                 trainer.add_weight_wrapper(key, DeltaWeight(deltas[key]))
-        temporal = training_temporal_layers(model, inflation, settings)
-        if temporal is not None:
-            attach_temporal_layers(trainer, temporal)
+        temporal = temporal_trainer(trainer, model, inflation, settings, generator, device)
         motion = None
         if inflation.motion is not None:
             motion = motion_trainer(
@@ -302,7 +278,7 @@ def tune(
         use_ordinary_tensors(trainer.model)
         params = list(deltas.values()) + [p for adapter in q_loras.values() for p in lora_parameters(adapter)]
         if temporal is not None:
-            params += [param for param in temporal.parameters() if param.requires_grad]
+            params += temporal.parameters()
         if motion is not None:
             use_ordinary_tensors(motion.patcher.model)
             params += motion.parameters()
@@ -374,10 +350,11 @@ def tune(
         def snapshot(done: int, last_loss: float) -> TunedWeights:
             """The tuned parameters after `done` steps of this run, as copies on the CPU."""
             motion_lora, motion_deltas = motion.learned() if motion is not None else ({}, {})
+            temporal_whole, temporal_lora = temporal.learned() if temporal is not None else ({}, {})
             return TunedWeights(
                 q_deltas={key: delta.detach().cpu().clone() for key, delta in deltas.items()},
-                temporal={k: v.detach().cpu().clone() for k, v in temporal.state_dict().items()}
-                if temporal is not None else {},
+                temporal=temporal_whole,
+                temporal_lora=temporal_lora,
                 inflation=inflation.config,
                 fingerprint=fingerprint,
                 motion=motion_record(inflation),
@@ -396,6 +373,7 @@ def tune(
                        else {}),
                     "final_loss": f"{last_loss:.6g}",
                     **({"rank": str(settings.rank)} if settings.rank else {}),
+                    **({"temporal_rank": str(settings.temporal_rank)} if settings.temporal_rank else {}),
                     **({"window": str(settings.window), "window_anchor": WindowAnchor(settings.window_anchor).value}
                        if 0 < settings.window < samples.shape[0] else {}),
                     **({"resumed_at_step": str(steps_before)} if resume is not None else {}),

@@ -25,7 +25,7 @@ from ..tav_core.reference_unet import (
 )
 from ..tav_core.tuned_weights_file import TunedWeights, check_finite
 from ..tav_core.weights_file import MISMATCHES_NAMED, WeightsFileError, in_brief, shape_mismatches
-from .tuned_weights import unet_fingerprint, unpatched_weight
+from .tuned_weights import tuned_temporal_state, unet_fingerprint, unpatched_weight
 from .unet_inflation import (
     Inflation,
     attach_temporal_layers,
@@ -180,5 +180,6 @@ def reference_unet_contents(model, weights: TunedWeights, node: str) -> tuple[di
     if uncovered:
         raise TAVInputError(node, "model", f"diffusers has no key for {', '.join(uncovered[:MISMATCHES_NAMED])}.")
     tensors = {d: effective_weight(model, c, weights.q_delta(c)) for d, c in spatial.items()}
-    tensors.update({ref: weights.temporal[pack] for ref, pack in temporal_keys(spatial, inflation).items()})
+    temporal = tuned_temporal_state(inflation, weights)
+    tensors.update({ref: temporal[pack] for ref, pack in temporal_keys(spatial, inflation).items()})
     return tensors, config

@@ -14,7 +14,8 @@ from ..tav_core.tuned_weights_file import TunedWeights
 from ..tav_core.tuning import MotionTraining, TuneSettings
 from .motion_injection import motion_record
 from .motion_training import MotionTrainer
-from .tuned_weights import unet_fingerprint
+from .temporal_training import TEMPORAL_RANK_INPUT, TemporalTrainer
+from .tuned_weights import tuned_temporal_state, unet_fingerprint
 from .unet_inflation import Inflation, temporal_layers_of
 
 RESUME_INPUT = "resume_from"
@@ -47,11 +48,18 @@ def check_resumable(model, inflation: Inflation, weights: TunedWeights, settings
         tuned_rank = ranks[0] if ranks else 0
         raise TAVInputError(node, "rank", f"{settings.rank}, but the weights in resume_from were tuned with rank "
                             f"{tuned_rank}.", f"Set rank to {tuned_rank} to resume them.")
+    temporal_ranks = sorted({lora.down.shape[0] for lora in weights.temporal_lora.values()})
+    if temporal_ranks != ([settings.temporal_rank] if settings.temporal_rank else []):
+        tuned_rank = temporal_ranks[0] if temporal_ranks else 0
+        raise TAVInputError(node, TEMPORAL_RANK_INPUT, f"{settings.temporal_rank}, but the weights in resume_from "
+                            f"were tuned with temporal_rank {tuned_rank}.", f"Set temporal_rank to {tuned_rank} to "
+                            "resume them.")
     if inflation.motion is not None:
         check_motion_training(weights, settings, node)
     current = temporal_layers_of(model)
-    if weights.temporal and current is not None and all(
-        torch.equal(value, weights.temporal[key].to(value)) for key, value in current.state_dict().items()
+    resumed = tuned_temporal_state(inflation, weights)
+    if resumed and current is not None and all(
+        torch.equal(value, resumed[key].to(value)) for key, value in current.state_dict().items()
     ):
         raise refuse("this MODEL already carries these weights (it is the tuned model, e.g. TAV Load Tuned "
                      "Weights' model output), so they would count twice.",
@@ -75,19 +83,19 @@ def check_motion_training(weights: TunedWeights, settings: TuneSettings, node: s
 @torch.no_grad()
 def start_from(
     weights: TunedWeights, deltas: dict[str, nn.Parameter], q_loras: dict[str, nn.Module],
-    temporal: nn.Module | None, motion: MotionTrainer | None,
+    temporal: TemporalTrainer | None, motion: MotionTrainer | None,
 ) -> None:
     """Set every trainable part to its value in `weights` (LoRAs keep alpha = rank, so up is stored unscaled)."""
     for key, delta in deltas.items():
         delta.copy_(weights.q_deltas[key])
-    for key, adapter in q_loras.items():
-        adapter.lora_up.weight.copy_(weights.q_lora[key].up)
-        adapter.lora_down.weight.copy_(weights.q_lora[key].down)
+    for adapters, loras in ((q_loras, weights.q_lora), (temporal.loras if temporal else {}, weights.temporal_lora),
+                            (motion.loras if motion else {}, weights.motion_lora)):
+        for key, adapter in adapters.items():
+            adapter.lora_up.weight.copy_(loras[key].up)
+            adapter.lora_down.weight.copy_(loras[key].down)
     if temporal is not None and weights.temporal:
-        temporal.load_state_dict(weights.temporal)
+        # With temporal LoRAs only the vectors are whole; the matrices stay fresh, the LoRAs' base.
+        temporal.layers.load_state_dict(weights.temporal, strict=not temporal.loras)
     if motion is not None:
-        for key, adapter in motion.loras.items():
-            adapter.lora_up.weight.copy_(weights.motion_lora[key].up)
-            adapter.lora_down.weight.copy_(weights.motion_lora[key].down)
         for key, delta in motion.deltas.items():
             delta.copy_(weights.motion_deltas[key])

@@ -1,7 +1,8 @@
 """TAV_WEIGHTS on ComfyUI models: the base UNet's fingerprint, checking that weights fit, applying them.
 
 The to_q deltas become ordinary ComfyUI "diff" weight patches (baked in at load time, free per step);
-the temporal layers are attached whole. The file format itself lives in tav_core.tuned_weights_file.
+the temporal layers are attached whole (temporal LoRAs merged into their fresh initialisation). The file format
+itself lives in tav_core.tuned_weights_file.
 """
 
 import hashlib
@@ -23,6 +24,7 @@ from .unet_inflation import (
     attach_temporal_layers,
     describe_architecture,
     empty_temporal_layers,
+    fresh_temporal_layers,
     inflate_model,
     inflation_of,
     temporal_layers_of,
@@ -71,7 +73,8 @@ def check_fit(model, weights: TunedWeights) -> None:
     problems = [] if weights.spatial_lora else shape_mismatches(tuned_q_shapes(model), weights.q_shapes())
     temporal = temporal_layers_of(model)  # None: the model adds no layers, so the file must hold none
     shapes = {key: value.shape for key, value in temporal.state_dict().items()} if temporal is not None else {}
-    problems += shape_mismatches(shapes, weights.temporal)
+    problems += shape_mismatches({k: s for k, s in shapes.items() if k not in weights.temporal_lora}, weights.temporal)
+    problems += lora_mismatches(weights.temporal_lora, {k: (s[0], s[1:].numel()) for k, s in shapes.items()})
     motion = motion_patcher_of(model)
     if motion is not None and (weights.motion_lora or weights.motion_deltas):
         shapes = {key: value.shape for key, value in motion.model.named_parameters()}
@@ -89,15 +92,26 @@ def apply_tuned_weights(model, weights: TunedWeights) -> "comfy.model_patcher.Mo
     the tuned motion LoRA or deltas as patches on a clone of its motion-module patcher."""
     tuned = with_lora_patches(model, weights.q_lora, 1.0)
     tuned.add_patches({key: ("diff", (delta,)) for key, delta in weights.q_deltas.items()})
-    if weights.temporal:
+    if weights.temporal or weights.temporal_lora:
         layers = empty_temporal_layers(inflation_of(model), unet_compute_dtype(model), model.offload_device)
-        layers.load_state_dict(weights.temporal)
+        layers.load_state_dict(tuned_temporal_state(inflation_of(model), weights))
         attach_temporal_layers(tuned, layers)
     if weights.motion_lora or weights.motion_deltas:
         motion = with_lora_patches(motion_patcher_of(model), weights.motion_lora, 1.0)
         motion.add_patches({key: ("diff", (delta,)) for key, delta in weights.motion_deltas.items()})
         swap_motion_patcher(tuned, motion)
     return tuned
+
+
+def tuned_temporal_state(inflation: Inflation, weights: TunedWeights) -> dict[str, torch.Tensor]:
+    """The temporal layers' state dict the weights give: their whole tensors, and every weight tuned as a LoRA as
+    its fresh value (inflation's seeded initialisation, recreated here in fp32) plus up @ down."""
+    if not weights.temporal_lora:
+        return weights.temporal
+    fresh = fresh_temporal_layers(inflation, torch.float32, torch.device("cpu")).state_dict()
+    merged = {key: fresh[key] + (lora.up @ lora.down).reshape(fresh[key].shape)
+              for key, lora in weights.temporal_lora.items()}
+    return {**weights.temporal, **merged}
 
 
 def load_onto(

@@ -235,9 +235,9 @@ def fresh_temporal_layers(inflation: Inflation, dtype: torch.dtype, device: torc
     return layers.to(device=device, dtype=dtype)
 
 
-def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
-    """Give an inflated clone its own temporal layers: an additional model plus the block- and conv-forward
-    patches that run them."""
+def attach_temporal_layers(inflated, layers: TemporalLayers) -> "comfy.model_patcher.ModelPatcher":
+    """Give an inflated clone its own temporal layers: an additional model (returned) plus the block- and
+    conv-forward patches that run them."""
     patcher = comfy.model_patcher.ModelPatcher(
         layers, load_device=inflated.load_device, offload_device=inflated.offload_device
     )
@@ -247,6 +247,7 @@ def attach_temporal_layers(inflated, layers: TemporalLayers) -> None:
         inflated.add_object_patch(f"{site.path}.forward", TemporalBlockForward(site.block, layers.layers[site.name]))
     for path, conv in sites.resnet_convs if layers.convs else ():
         inflated.add_object_patch(f"{path}.forward", PseudoThreeDConv(conv, layers.convs[conv_name(path)]))
+    return patcher
 
 
 def temporal_layers_of(model) -> TemporalLayers | None:

@@ -3,11 +3,13 @@
 Only the tuned parameters travel: each attn1/attn2 to_q as a delta against the base, under the key
 ComfyUI's own loader reads as a weight delta ("<path>.to_q.diff"), or, tuned with a rank, as its LoRA in
 ComfyUI's generic layout ("<path>.to_q.lora_up.weight" / ".lora_down.weight", no alpha: weight + up @ down);
-the temporal layers whole (temporal attention and, with temporal_conv pseudo3d, the temporal convolutions as
-their residual: tav_core.temporal_conv), and what was tuned of a motion module (a motion LoRA in AnimateDiff's
-layout, or deltas of all its weights), with fingerprints of the base UNet and of the motion module and the
-inflation settings in the metadata. Saved beside a ComfyUI LoRA file (comfy_lora_contents), the spatial part
-lives in that file alone and the metadata names it (SPATIAL_LORA_KEY).
+the temporal layers (temporal attention and, with temporal_conv pseudo3d, the temporal convolutions as their
+residual: tav_core.temporal_conv) whole, or, tuned with a temporal rank, their weight matrices as LoRAs over the
+layers' fresh, seeded initialisation (which inflation recreates exactly) and their vectors whole, and what was
+tuned of a motion module (a motion LoRA in AnimateDiff's layout, or deltas of all its weights), with
+fingerprints of the base UNet and of the motion module and the inflation settings in the metadata. Saved beside a
+ComfyUI LoRA file (comfy_lora_contents), the spatial part lives in that file alone and the metadata names it
+(SPATIAL_LORA_KEY).
 """
 
 import json
@@ -66,6 +68,9 @@ class TunedWeights:
     motion_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # motion-module key -> delta (full)
     q_lora: dict[str, LowRank] = field(default_factory=dict)  # to_q key -> its LoRA (tuned with a rank)
     spatial_lora: str = ""  # the ComfyUI LoRA file holding the spatial part, when it is not in this file
+    # TemporalLayers state_dict key -> its LoRA over the fresh layers' value (tuned with a temporal rank); such a key
+    # is then not in `temporal`
+    temporal_lora: dict[str, LowRank] = field(default_factory=dict)
 
     def q_delta(self, key: str) -> torch.Tensor | None:
         """The tuned change of one to_q weight, full-rank or from its LoRA (None: not tuned here)."""
@@ -81,8 +86,8 @@ class TunedWeights:
 
 
 def q_lora_tensors(loras: dict[str, LowRank], with_alpha: bool = False) -> dict[str, torch.Tensor]:
-    """to_q LoRAs in ComfyUI's generic LoRA layout; `with_alpha` adds alpha = rank (a scale of 1), which LoRA
-    trainers write and some loaders expect."""
+    """LoRAs (of to_q, or of temporal weights) in ComfyUI's generic LoRA layout; `with_alpha` adds alpha = rank
+    (a scale of 1), which LoRA trainers write and some loaders expect."""
     tensors = {}
     for key, lora in loras.items():
         stem = key.removesuffix(WEIGHT_SUFFIX)
@@ -114,7 +119,8 @@ def to_file_contents(weights: TunedWeights, dtype: torch.dtype) -> tuple[dict[st
         key.removesuffix(WEIGHT_SUFFIX) + DELTA_SUFFIX: delta.to(dtype) for key, delta in weights.q_deltas.items()
     }
     tensors.update({key: value.to(dtype) for key, value in q_lora_tensors(weights.q_lora).items()})
-    tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in weights.temporal.items()})
+    temporal = {**weights.temporal, **q_lora_tensors(weights.temporal_lora)}
+    tensors.update({TEMPORAL_PREFIX + key: value.to(dtype) for key, value in temporal.items()})
     lora = motion_lora_tensors(weights.motion_lora)
     tensors.update({MOTION_LORA_PREFIX + key: value.to(dtype) for key, value in lora.items()})
     tensors.update({MOTION_DELTA_PREFIX + key: value.to(dtype) for key, value in weights.motion_deltas.items()})
@@ -171,10 +177,11 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
         raise WeightsFileError(f"its recorded inflation settings are unreadable ({error})") from error
 
-    q_deltas, q_halves, temporal, lora, motion_deltas, unexpected = {}, {}, {}, {}, {}, []
+    q_deltas, q_halves, temporal, temporal_halves, lora, motion_deltas, unexpected = {}, {}, {}, {}, {}, {}, []
     for key, value in tensors.items():
         if key.startswith(TEMPORAL_PREFIX):
-            temporal[key.removeprefix(TEMPORAL_PREFIX)] = value.float()
+            is_half = key.endswith((LORA_UP_SUFFIX, LORA_DOWN_SUFFIX))
+            (temporal_halves if is_half else temporal)[key.removeprefix(TEMPORAL_PREFIX)] = value.float()
         elif key.startswith(MOTION_LORA_PREFIX):
             lora[key.removeprefix(MOTION_LORA_PREFIX)] = value.float()
         elif key.startswith(MOTION_DELTA_PREFIX):
@@ -187,16 +194,18 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
             unexpected.append(key)
     if unexpected:
         raise WeightsFileError(f"it holds tensors this format does not have, e.g. {unexpected[0]!r}")
-    q_lora = read_q_lora(q_halves)
+    q_lora = read_lora_pairs(q_halves)
+    temporal_lora = read_lora_pairs(temporal_halves)
     spatial_lora = metadata.get(SPATIAL_LORA_KEY, "")
     if not (q_deltas or q_lora or spatial_lora):
         raise WeightsFileError("it holds no to_q deltas")
-    if not inflation.temporal_layers and any(key.startswith(TEMPORAL_ATTENTION_PREFIX) for key in temporal):
+    temporal_keys = [*temporal, *temporal_lora]
+    if not inflation.temporal_layers and any(key.startswith(TEMPORAL_ATTENTION_PREFIX) for key in temporal_keys):
         raise WeightsFileError("it holds temporal layers, but its inflation settings say temporal_layers=False")
-    convs = any(key.startswith(TEMPORAL_CONV_PREFIX) for key in temporal)
+    convs = any(key.startswith(TEMPORAL_CONV_PREFIX) for key in temporal_keys)
     if convs and inflation.temporal_conv == TemporalConvMode.NONE:
         raise WeightsFileError("it holds temporal convolutions, but its inflation settings say temporal_conv=none")
-    check_finite({**q_deltas, **q_halves, **temporal, **lora, **motion_deltas})
+    check_finite({**q_deltas, **q_halves, **temporal, **temporal_halves, **lora, **motion_deltas})
     motion = read_motion_record(metadata)
     if (lora or motion_deltas) and motion is None:
         raise WeightsFileError("it holds tuned motion-module weights but does not record the motion module")
@@ -207,12 +216,13 @@ def from_file_contents(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     )
     motion_lora = read_motion_lora(lora) if lora else {}
     return TunedWeights(
-        q_deltas, temporal, inflation, fingerprint, info, motion, motion_lora, motion_deltas, q_lora, spatial_lora
+        q_deltas, temporal, inflation, fingerprint, info, motion, motion_lora, motion_deltas, q_lora, spatial_lora,
+        temporal_lora,
     )
 
 
-def read_q_lora(halves: dict[str, torch.Tensor]) -> dict[str, LowRank]:
-    """to_q key -> LoRA from the file's lora_up / lora_down tensors, each pair complete and multipliable."""
+def read_lora_pairs(halves: dict[str, torch.Tensor]) -> dict[str, LowRank]:
+    """weight key -> LoRA from a file's lora_up / lora_down tensors, each pair complete and multipliable."""
     stems = {key.removesuffix(LORA_UP_SUFFIX).removesuffix(LORA_DOWN_SUFFIX) for key in halves}
     return {
         stem + WEIGHT_SUFFIX: paired_low_rank(

@@ -89,6 +89,7 @@ class TuneSettings:
     motion_rank: int = 32
     trainable: Trainable = Trainable.PACK
     rank: int = 0  # to_q as LoRAs of this rank; 0: full-rank deltas (the paper)
+    temporal_rank: int = 0  # the temporal layers' weight matrices as LoRAs of this rank; 0: tuned whole
     save_every: int = 0  # hand the weights to on_checkpoint every this many steps; 0: only at the end
     preview_every: int = 0  # show the denoised prediction of the training batch every this many steps; 0: never
     window: int = 0  # train each step on this many consecutive frames, drawn; 0: the whole clip

@@ -32,8 +32,9 @@ def inflated(config: InflationConfig | None = None, seed: int = 0):
     return inflate_model(tiny_unet("sd1", seed=seed), config or InflationConfig(), "Inflate UNet")
 
 
-def run(model, steps: int, rank: int = 0, **kwargs):
-    settings = TuneSettings(steps=steps, learning_rate=1e-2, seed=7, gradient_checkpointing="off", rank=rank)
+def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, **kwargs):
+    settings = TuneSettings(steps=steps, learning_rate=1e-2, seed=7, gradient_checkpointing="off", rank=rank,
+                            temporal_rank=temporal_rank)
     return tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, **kwargs)
 
 
@@ -44,18 +45,20 @@ def prediction(model) -> torch.Tensor:
     return apply_unet(model, x, 2.0, context, [0])
 
 
-@pytest.mark.parametrize("rank", [0, 4], ids=["full rank", "rank 4"])
-def test_a_resumed_tune_starts_from_the_loaded_weights_and_its_loss_goes_on(rank):
+@pytest.mark.parametrize(("rank", "temporal_rank"), [(0, 0), (4, 0), (4, 2)],
+                         ids=["full rank", "rank 4", "rank 4, temporal rank 2"])
+def test_a_resumed_tune_starts_from_the_loaded_weights_and_its_loss_goes_on(rank, temporal_rank):
     """Tuning 3 steps and resuming 3 more sees step 4 exactly as a 6-step tune does: the same parameters (the
     loaded ones) and the same draw, so the same loss; the optimiser's moments restart, so later steps differ."""
     model = inflated()
-    whole = run(model, 6, rank)
-    first = run(model, 3, rank)
-    resumed = run(model, 3, rank, resume=first.weights)
+    whole = run(model, 6, rank, temporal_rank)
+    first = run(model, 3, rank, temporal_rank)
+    resumed = run(model, 3, rank, temporal_rank, resume=first.weights)
     assert resumed.losses[0] == pytest.approx(whole.losses[3], rel=1e-5, abs=1e-7)
     assert resumed.weights.info["steps"] == "6" and resumed.weights.info["resumed_at_step"] == "3"
     # Before its first step the resumed tune's model is the loaded one: one step at a vanishing rate predicts as it.
-    settings = TuneSettings(steps=1, learning_rate=1e-12, seed=7, gradient_checkpointing="off", rank=rank)
+    settings = TuneSettings(steps=1, learning_rate=1e-12, seed=7, gradient_checkpointing="off", rank=rank,
+                            temporal_rank=temporal_rank)
     barely = tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, resume=first.weights)
     loaded = prediction(first.model)
     torch.testing.assert_close(prediction(barely.model), loaded, rtol=0, atol=1e-5)
@@ -102,8 +105,10 @@ def test_save_every_without_a_save_name_is_refused_before_tuning():
         (lambda: inflated(InflationConfig(attention=AttentionMode.FULL)), {}, "resume_from",
          "tuned with attention=sparse_causal.*inflated with attention=full"),
         (inflated, {"rank": 4}, "rank", "4, but the weights in resume_from were tuned with rank 0"),
+        (inflated, {"temporal_rank": 2}, "temporal_rank",
+         "2, but the weights in resume_from were tuned with temporal_rank 0"),
     ],
-    ids=["another base", "another inflation", "another rank"],
+    ids=["another base", "another inflation", "another rank", "another temporal rank"],
 )
 def test_resuming_another_setups_weights_is_refused_before_any_step(model, settings, input_name, message):
     earlier = run(inflated(), 1).weights

@@ -15,7 +15,10 @@ transformers, off), optionally followed by +compile (regional torch.compile), +c
 +fp16 or +bf16 (precision; default auto: bf16 on a GPU, fp32 on the CPU), +sync (read the loss back every
 step instead of every GPU_REPORT_EVERY), +naive_attention (ComfyUI's unfused attention instead of its
 optimised one) or +pseudo3d (Inflate UNet's temporal_conv pseudo3d: Make-A-Video's temporal convolutions,
-trained beside the rest). The first setting is the baseline of the ratio columns.
+trained beside the rest), and numbered ones: +rank<N> (One-Shot Tune's rank: to_q LoRAs), +temporal_rank<N> (the
+temporal layers' matrices as LoRAs), +window<N> (each step trains on N consecutive frames of the clip, anchored on
+the clip's frame 0). The first setting is the baseline of the ratio columns. Below the table, per setting: trained
+values, the tuned-weights file's size (fp16) and, saved with as_comfy_lora, the ComfyUI LoRA's and the pack file's.
 
 --motion-module v2 (or v3, v1) injects a seeded motion module of AnimateDiff's layout for that UNet (written to
 a temporary file and read by the pack's loader), inflated the AnimateDiff way (per-frame attention, no temporal
@@ -50,6 +53,7 @@ loss read-back every GPU_REPORT_EVERY steps is the only one meant to be there (0
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -68,6 +72,7 @@ TINY_KINDS = {"tiny": "sd1", "sd15_tiny": "sd15"}  # tiny_unet kinds (sd15_tiny:
 MOTION_TRAINING = {"motion_lora": "lora", "motion_full": "full", "motion_frozen": "frozen"}
 MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention", "pseudo3d",
              *MOTION_TRAINING)
+NUMBERED_MODIFIERS = re.compile(r"(rank|temporal_rank|window)([1-9]\d*)")  # rank8 -> TuneSettings.rank = 8
 
 
 def table_line(cells, wide: int | None = None) -> str:
@@ -78,10 +83,18 @@ def table_line(cells, wide: int | None = None) -> str:
 def parse_setting(name: str) -> tuple[str, set[str]]:
     """"blocks+compile" -> ("blocks", {"compile"}), with a clear error for anything else."""
     scope, *modifiers = name.split("+")
-    unknown = [m for m in modifiers if m not in MODIFIERS]
+    unknown = [m for m in modifiers if m not in MODIFIERS and not NUMBERED_MODIFIERS.fullmatch(m)]
     if scope not in SCOPES or unknown:
-        raise argparse.ArgumentTypeError(f"{name!r}: a scope {SCOPES} then any of +{' +'.join(MODIFIERS)}")
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: a scope {SCOPES} then any of +{' +'.join(MODIFIERS)} +rank<N> +temporal_rank<N> +window<N>"
+        )
     return scope, set(modifiers)
+
+
+def numbered(modifiers: set[str]) -> dict[str, int]:
+    """The numbered modifiers as TuneSettings fields: {"rank8", "window24"} -> {"rank": 8, "window": 24}."""
+    found = (NUMBERED_MODIFIERS.fullmatch(modifier) for modifier in modifiers)
+    return {match[1]: int(match[2]) for match in found if match}
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -147,6 +160,7 @@ def worker(args: argparse.Namespace) -> dict:
         precision=PrecisionChoice(precision), compile="compile" in modifiers,
         channels_last="channels_last" in modifiers,
         motion_training=MotionTraining(next((MOTION_TRAINING[m] for m in modifiers if m in MOTION_TRAINING), "lora")),
+        **numbered(modifiers),
     )
     # Every node runs under torch.inference_mode in ComfyUI's executor (One-Shot Tune leaves it for training);
     # outside it sampling would record autograd graphs through the trainable temporal layers.
@@ -185,6 +199,8 @@ def worker(args: argparse.Namespace) -> dict:
         "step_tflop": step_flops / 1e12,
         **memory,
         "weights_file_bytes": weights_file_bytes(result.weights),
+        **dict(zip(("comfy_lora_file_bytes", "temporal_file_bytes"), comfy_lora_file_bytes(result.weights),
+                   strict=True)),
         "trainable_params": trainable_parameters(result.weights),
         "motion_lora_file_bytes": motion_lora_file_bytes(result.weights),
         "device": str(device),
@@ -242,20 +258,41 @@ def motion_lora_file_bytes(weights) -> int | None:
 def trainable_parameters(weights) -> int:
     """What One-Shot Tune trained: every element of the tuned weights (deltas, temporal layers, LoRA factors)."""
     tensors = [*weights.q_deltas.values(), *weights.temporal.values(), *weights.motion_deltas.values()]
-    tensors += [factor for lora in weights.motion_lora.values() for factor in (lora.down, lora.up)]
+    loras = [*weights.motion_lora.values(), *weights.q_lora.values(), *weights.temporal_lora.values()]
+    tensors += [factor for lora in loras for factor in (lora.down, lora.up)]
     return sum(tensor.numel() for tensor in tensors)
+
+
+def saved_bytes(contents: tuple) -> int:
+    """Size of a safetensors file of these (tensors, metadata), written as the pack writes its files."""
+    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tuned.safetensors"
+        save_atomically(path, *contents)
+        return path.stat().st_size
 
 
 def weights_file_bytes(weights) -> int:
     """Size of the tuned-weights file as TAV Save Tuned Weights writes it by default (fp16)."""
     import torch
     from comfyui_tune_a_video.tav_core.tuned_weights_file import to_file_contents
-    from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "tuned.safetensors"
-        save_atomically(path, *to_file_contents(weights, torch.float16))
-        return path.stat().st_size
+    return saved_bytes(to_file_contents(weights, torch.float16))
+
+
+def comfy_lora_file_bytes(weights) -> tuple[int, int]:
+    """Sizes of the two files TAV Save Tuned Weights writes with as_comfy_lora (fp16): the ComfyUI LoRA (the to_q
+    part) and the pack's file with the rest."""
+    import torch
+    from comfyui_tune_a_video.tav_core.tuned_weights_file import (
+        comfy_lora_contents,
+        to_file_contents,
+        without_spatial_part,
+    )
+
+    rest = without_spatial_part(weights, "tuned.safetensors")
+    return saved_bytes(comfy_lora_contents(weights, torch.float16)), saved_bytes(to_file_contents(rest, torch.float16))
 
 
 def flop_counter():
@@ -468,10 +505,10 @@ def main() -> None:
     for _, _, setting, result, _ in measured[:len(args.settings)]:
         size_bytes, lora_bytes = result["weights_file_bytes"], result["motion_lora_file_bytes"]
         print(f"{setting}: {result['trainable_params'] / 1e6:.2f} M trained parameters; "
-              f"tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {size_bytes / 1e6:.1f} MB "
-              f"({size_bytes / 2**20:.1f} MiB)" + (
-                  f"; motion-LoRA file (fp16): {lora_bytes / 1e6:.1f} MB ({lora_bytes / 2**20:.1f} MiB)"
-                  if lora_bytes else ""))
+              f"tuned-weights file (fp16, as TAV Save Tuned Weights writes it): {megabytes(size_bytes)}; "
+              f"as_comfy_lora: ComfyUI LoRA {megabytes(result['comfy_lora_file_bytes'])} + pack file "
+              f"{megabytes(result['temporal_file_bytes'])}"
+              + (f"; motion-LoRA file (fp16): {megabytes(lora_bytes)}" if lora_bytes else ""))
 
     print_memory_fit(args, measured)
     if args.reference:
@@ -494,6 +531,10 @@ def main() -> None:
                      f"{result['edit_peak_mb']:.0f}", result["edit_unet_batch"])
             print(table_line(cells))
         print_edit_memory_fit(args, edit_rows)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB ({size / 2**20:.1f} MiB)"
 
 
 def least_squares(points: list[tuple[float, float]]) -> tuple[float, float] | None:

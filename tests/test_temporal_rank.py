@@ -134,7 +134,8 @@ def test_a_file_whose_temporal_lora_leaves_a_vector_out_is_refused_naming_it():
     [
         (inflated, 1000, r"1000 is above the smallest temporal weight's dimension \(\d+\)"),
         (lambda: inflated(InflationConfig(temporal_layers=False)), 2, "2, but this MODEL adds no temporal layers"),
-        (lambda: run(inflated(), steps=1, temporal_rank=0).model, 2, "2, but this MODEL.s temporal layers were already tuned"),
+        (lambda: run(inflated(), steps=1, temporal_rank=0).model, 2,
+         "2, but this MODEL.s temporal layers were already tuned"),
         (inflated, -1, "-1: the rank is 0"),
     ],
     ids=["above the smallest matrix", "no temporal layers", "already tuned layers", "negative"],

@@ -162,3 +162,38 @@ def test_motion_module_rows_count_what_each_motion_training_keeps(tmp_path):
     assert full["peak_mb"] > lora["peak_mb"]
     assert re.search(r"blocks\+motion_lora: [\d.]+ M trained parameters; tuned-weights file \(fp16", finished.stdout)
     assert "motion-LoRA file (fp16)" in finished.stdout
+
+
+def test_rank_and_window_rows_count_what_they_train_and_hold():
+    """+rank4+temporal_rank2 trains exactly the LoRA factors and the temporal vectors, in a smaller file and a
+    smaller ComfyUI LoRA; +window2 on a 4-frame clip holds what a 2-frame clip holds (the clip anchor's extra
+    forward keeps no activations), less than the whole 4-frame clip."""
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "4", "--steps", "2",
+        "--edit-steps", "0", "--settings", "blocks", "blocks+rank4+temporal_rank2", "blocks+window2",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = {
+        (int(line.split()[1]), line.split(", ")[1].split(":")[0]): json.loads(line.split(": ", 1)[1])
+        for line in finished.stdout.splitlines() if line.startswith("measured ")
+    }
+    whole, low_rank = results[2, "blocks"], results[2, "blocks+rank4+temporal_rank2"]
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
+    temporal = temporal_layers_of(model).state_dict()
+    q_shapes = [model.get_model_object(key).shape for key in tuned_q_keys(inflation_of(model))]
+    matrices = [value.shape for value in temporal.values() if value.ndim >= 2]
+    vectors = sum(value.numel() for value in temporal.values() if value.ndim < 2)
+    assert low_rank["trainable_params"] == sum(4 * sum(shape) for shape in q_shapes) + sum(
+        2 * (shape[0] + shape[1:].numel()) for shape in matrices
+    ) + vectors
+    assert whole["trainable_params"] == sum(shape.numel() for shape in q_shapes) + sum(
+        value.numel() for value in temporal.values()
+    )
+    assert low_rank["weights_file_bytes"] < whole["weights_file_bytes"] / 2
+    assert low_rank["comfy_lora_file_bytes"] < whole["comfy_lora_file_bytes"] / 2
+    assert low_rank["temporal_file_bytes"] < whole["temporal_file_bytes"] / 2
+    windowed, two_frames = results[4, "blocks+window2"], results[2, "blocks"]
+    assert abs(windowed["forward_backward_peak_mb"] / two_frames["forward_backward_peak_mb"] - 1) < 0.05
+    assert windowed["forward_backward_peak_mb"] < results[4, "blocks"]["forward_backward_peak_mb"]
+    assert "as_comfy_lora: ComfyUI LoRA" in finished.stdout

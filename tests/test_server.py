@@ -1,6 +1,7 @@
 """The pack inside a real ComfyUI server on 127.0.0.1: import, /object_info, and a queued graph."""
 
 import pytest
+from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
 from tav_dev.comfy_server import make_server
 
 PACK_NODES = [
@@ -11,7 +12,8 @@ PACK_NODES = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = make_server(tmp_path_factory.mktemp("comfy")).start()
+    workdir = tmp_path_factory.mktemp("comfy")
+    server = make_server(workdir, {"loras": workdir / "loras"}).start()
     yield server
     server.stop()
 
@@ -172,3 +174,77 @@ def test_demo_model_and_inversion_sampler_run_as_a_prompt(server):
     entry = server.run_prompt(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(entry["outputs"]["12"]["images"]) == 4
+
+
+def long_clip_prompt(frames: int) -> dict:
+    """Tiny SD1 model, a clip of `frames` frames of a square sliding right, encoded, inflated and captioned."""
+    return {
+        "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}},
+        "2": {"class_type": "EmptyImage", "inputs": {
+            "width": 64, "height": 64, "batch_size": frames, "color": 0x3399FF}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "TAV_InflateUNet", "inputs": {
+            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
+            "temporal_position_encoding": "none", "groupnorm": "per_frame"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+    }
+
+
+def tune_inputs(**inputs) -> dict:
+    return {"class_type": "TAV_OneShotTune", "inputs": {
+        "model": ["4", 0], "latents": ["3", 0], "conditioning": ["5", 0], "steps": 4, "learning_rate": 1e-3,
+        "seed": 0, "gradient_checkpointing": "auto", "precision": "auto", "window": 4, "window_anchor": "clip",
+        "rank": 4, "temporal_rank": 2, **inputs}}
+
+
+def test_a_long_clip_tuned_low_rank_in_windows_kept_resumed_and_edited_in_windows(server):
+    """Every input issue 25 added, through the real server: One-Shot Tune with window, rank, temporal_rank, auto
+    checkpointing, save_every and preview_every; TAV Save Tuned Weights as_comfy_lora; the stock
+    LoraLoaderModelOnly with TAV Load Tuned Weights; resume_from; DDIM Invert Video and TAV Sample in windows."""
+    frames = 8
+    prompt = long_clip_prompt(frames)
+    prompt["8"] = tune_inputs(save_name="server/long", save_every=2, preview_every=2)
+    prompt["9"] = {"class_type": "TAV_SaveTunedWeights", "inputs": {
+        "tuned_weights": ["8", 1], "save_name": "server/long_split", "precision": "fp16", "format": "pack",
+        "as_comfy_lora": True}}
+    prompt["10"] = {"class_type": "TAV_DDIMInvertVideo", "inputs": {
+        "model": ["8", 0], "latents": ["3", 0], "conditioning": ["6", 0], "steps": 3, "inversion_strength": 1.0,
+        "window": 4, "overlap": 2}}
+    prompt["11"] = {"class_type": "TAV_Sample", "inputs": {
+        "model": ["8", 0], "positive": ["7", 0], "negative": ["6", 0], "latent": ["10", 0], "steps": 3,
+        "cfg": 7.5, "eta": 0.0, "seed": 0, "window": 4, "overlap": 2}}
+    prompt["12"] = {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["1", 2]}}
+    prompt["13"] = {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}}
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(entry["outputs"]["13"]["images"]) == frames
+    _, info = load_safetensors(server.tuned_weights_dir / "server" / "long.safetensors")
+    assert (info["info.steps"], info["info.window"], info["info.rank"], info["info.temporal_rank"]) == (
+        "4", "4", "4", "2")
+    assert info["info.gradient_checkpointing"].startswith("auto: ")
+    lora, _ = load_safetensors(server.workdir / "loras" / "server" / "long_split.safetensors")
+    assert lora and all(key.startswith("diffusion_model.") for key in lora)
+    split, split_info = load_safetensors(server.tuned_weights_dir / "server" / "long_split.safetensors")
+    assert split_info["spatial_lora"] == "server/long_split.safetensors"
+    assert split and all(key.startswith("tav_temporal.") for key in split)
+
+    again = long_clip_prompt(frames)
+    again["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["1", 0], "lora_name": "server/long_split.safetensors", "strength_model": 1.0}}
+    again["21"] = {"class_type": "TAV_LoadTunedWeights", "inputs": {
+        "model": ["20", 0], "weights_name": "server/long_split.safetensors", "allow_mismatch": False}}
+    again["22"] = {"class_type": "TAV_Sample", "inputs": {
+        "model": ["21", 0], "positive": ["7", 0], "negative": ["6", 0], "latent": ["3", 0], "steps": 2,
+        "cfg": 7.5, "eta": 0.0, "seed": 0, "window": 4, "overlap": 2}}
+    again["23"] = {"class_type": "SaveLatent", "inputs": {"samples": ["22", 0], "filename_prefix": "latents/split"}}
+    again["24"] = {"class_type": "TAV_LoadTunedWeights", "inputs": {
+        "model": ["1", 0], "weights_name": "server/long.safetensors", "allow_mismatch": False}}
+    again["25"] = tune_inputs(steps=2, resume_from=["24", 1], save_name="server/long_more")
+    again["26"] = {"class_type": "PreviewImage", "inputs": {"images": ["25", 2]}}  # an output, so the tune runs
+    entry = server.run_prompt(again)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert list((server.output_dir / "latents").glob("split_*.latent"))
+    _, resumed = load_safetensors(server.tuned_weights_dir / "server" / "long_more.safetensors")
+    assert (resumed["info.steps"], resumed["info.resumed_at_step"]) == ("6", "4")

@@ -38,6 +38,8 @@ class Plan:
     window_anchor: str = "clip"  # One-Shot Tune's window_anchor
     sample_window: int = 0  # DDIM Invert Video's and TAV Sample's window (0: the whole clip)
     overlap: int = 4  # their overlap, with a sample_window
+    rank: int = 0  # One-Shot Tune's rank (to_q LoRAs; 0: full-rank deltas)
+    temporal_rank: int = 0  # One-Shot Tune's temporal_rank (temporal matrices as LoRAs; 0: whole)
 
 
 VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh noise
@@ -55,6 +57,10 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "window16_window": Plan(tune_window=16, window_anchor="window", sample_window=16),
     "window8_clip": Plan(tune_window=8, sample_window=8),
     "window8_window": Plan(tune_window=8, window_anchor="window", sample_window=8),
+    # Low rank (the demo model's to_q and temporal matrices are 64 and 128 wide; SD1.5's 320-1280)
+    "rank32": Plan(rank=32),
+    "rank8": Plan(rank=8),
+    "rank8_temporal8": Plan(rank=8, temporal_rank=8),
     "per_frame_t2i": None,
 }
 EDITS = ("colour", "shape", "background", "all")
@@ -91,7 +97,7 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                 latent_image=fresh, denoise=1.0)
             else:
                 key = (plan.attention, plan.temporal_layers, plan.groupnorm, plan.tuned, plan.trainable,
-                       plan.temporal_conv, plan.tune_window, plan.window_anchor)
+                       plan.temporal_conv, plan.tune_window, plan.window_anchor, plan.rank, plan.temporal_rank)
                 windows = {"window": plan.sample_window, "overlap": plan.overlap}
                 if key not in tuned:
                     video_model = [g.add("TAV_InflateUNet", model=model, attention=plan.attention,
@@ -103,7 +109,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
                                              learning_rate=settings.learning_rate, seed=seed,
                                              gradient_checkpointing="off", precision="auto",
                                              trainable=plan.trainable, window=plan.tune_window,
-                                             window_anchor=plan.window_anchor), 0]
+                                             window_anchor=plan.window_anchor, rank=plan.rank,
+                                             temporal_rank=plan.temporal_rank), 0]
                     tuned[key] = video_model
                 if plan.inverted and (key, plan.sample_window) not in inverted:
                     inverted[key, plan.sample_window] = [
@@ -214,6 +221,8 @@ def format_report(scores, summary: dict[str, dict[str, float]], edits, settings:
               "windowN_clip / windowN_window are full for long clips: One-Shot Tune window N (window_anchor clip: "
               "a later window reads the clip's frame 0; window: its own first frame), DDIM Invert Video and TAV "
               "Sample window N with overlap 4 (always anchored on the clip's frame 0); "
+              "rankN is full with One-Shot Tune's rank N (a LoRA of rank N per to_q instead of full-rank deltas), "
+              "rankN_temporalM adds temporal_rank M (the temporal layers' matrices as LoRAs of rank M); "
               "per_frame_t2i samples every frame alone from fresh noise with the stock KSampler (no inflation).", "",
               "Metrics: text alignment = frames whose judged colour, shape and background all match the edit "
               "prompt; motion error = mean distance of the object's centroid to the source's, over frames where "

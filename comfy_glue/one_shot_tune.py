@@ -226,7 +226,8 @@ def tune(
     q_shapes = tuned_q_shapes(model)
     check_settings(settings, q_shapes, node)
     check_temporal_rank(model, inflation, settings.temporal_rank, node)
-    steps_before = check_resumable(model, inflation, resume, settings, node) if resume is not None else 0
+    frames = samples.shape[0]
+    steps_before = check_resumable(model, inflation, resume, settings, frames, node) if resume is not None else 0
     fingerprint = unet_fingerprint(model)
     device = model.load_device
     precision = resolve_precision(

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..tav_core.errors import TAVInputError
 from ..tav_core.tuned_weights_file import TunedWeights
-from ..tav_core.tuning import MotionTraining, TuneSettings
+from ..tav_core.tuning import MotionTraining, TuneSettings, WindowAnchor
 from .motion_injection import motion_record
 from .motion_training import MotionTrainer
 from .temporal_training import TEMPORAL_RANK_INPUT, TemporalTrainer
@@ -21,9 +21,11 @@ from .unet_inflation import Inflation, temporal_layers_of
 RESUME_INPUT = "resume_from"
 
 
-def check_resumable(model, inflation: Inflation, weights: TunedWeights, settings: TuneSettings, node: str) -> int:
-    """Refuse weights another base, inflation, motion module or tuning shape made; returns the steps they were tuned
-    for."""
+def check_resumable(
+    model, inflation: Inflation, weights: TunedWeights, settings: TuneSettings, frames: int, node: str
+) -> int:
+    """Refuse weights another base, inflation, motion module, tuning shape or draw recipe (clip length, window)
+    made; returns the steps they were tuned for."""
 
     def refuse(problem: str, fix: str) -> TAVInputError:
         return TAVInputError(node, RESUME_INPUT, problem, fix)
@@ -56,6 +58,7 @@ def check_resumable(model, inflation: Inflation, weights: TunedWeights, settings
                             "resume them.")
     if inflation.motion is not None:
         check_motion_training(weights, settings, node)
+    check_draws(weights, settings, frames, node)
     current = temporal_layers_of(model)
     resumed = tuned_temporal_state(inflation, weights)
     if resumed and current is not None and all(
@@ -65,6 +68,25 @@ def check_resumable(model, inflation: Inflation, weights: TunedWeights, settings
                      "Weights' model output), so they would count twice.",
                      "Connect the checkpoint's MODEL through Inflate UNet to model, and the weights to resume_from.")
     return int(weights.info.get("steps", "0"))
+
+
+def check_draws(weights: TunedWeights, settings: TuneSettings, frames: int, node: str) -> None:
+    """The draws go on where the earlier tune stopped only for the same clip length, window and anchor."""
+    tuned_frames = weights.info.get("frames")
+    if tuned_frames is not None and int(tuned_frames) != frames:
+        raise TAVInputError(node, RESUME_INPUT, f"these weights were tuned on a clip of {tuned_frames} frames, these "
+                            f"latents hold {frames}.", "Resume on the clip they were tuned on.")
+    window = settings.window if 0 < settings.window < frames else 0
+    tuned_window = int(weights.info.get("window", "0"))
+    if window != tuned_window:
+        tuned = f"window {tuned_window}" if tuned_window else "the whole clip per step (window 0)"
+        raise TAVInputError(node, "window", f"{settings.window}, but the weights in resume_from were tuned with "
+                            f"{tuned}.", f"Set window to {tuned_window} to resume them.")
+    anchor = WindowAnchor(settings.window_anchor).value
+    if window and weights.info.get("window_anchor", anchor) != anchor:
+        tuned_anchor = weights.info["window_anchor"]
+        raise TAVInputError(node, "window_anchor", f"{anchor}, but the weights in resume_from were tuned with "
+                            f"window_anchor {tuned_anchor}.", f"Set window_anchor to {tuned_anchor} to resume them.")
 
 
 def check_motion_training(weights: TunedWeights, settings: TuneSettings, node: str) -> None:

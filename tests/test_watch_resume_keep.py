@@ -32,9 +32,9 @@ def inflated(config: InflationConfig | None = None, seed: int = 0):
     return inflate_model(tiny_unet("sd1", seed=seed), config or InflationConfig(), "Inflate UNet")
 
 
-def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, **kwargs):
+def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, window: int = 0, **kwargs):
     settings = TuneSettings(steps=steps, learning_rate=1e-2, seed=7, gradient_checkpointing="off", rank=rank,
-                            temporal_rank=temporal_rank)
+                            temporal_rank=temporal_rank, window=window)
     return tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, **kwargs)
 
 
@@ -107,14 +107,26 @@ def test_save_every_without_a_save_name_is_refused_before_tuning():
         (inflated, {"rank": 4}, "rank", "4, but the weights in resume_from were tuned with rank 0"),
         (inflated, {"temporal_rank": 2}, "temporal_rank",
          "2, but the weights in resume_from were tuned with temporal_rank 0"),
+        (inflated, {"window": 2}, "window", "2, but the weights in resume_from were tuned with the whole clip"),
+        (inflated, {"window": 3, "window_anchor": "window"}, "window_anchor",
+         "window, but the weights in resume_from were tuned with window_anchor clip"),
     ],
-    ids=["another base", "another inflation", "another rank", "another temporal rank"],
+    ids=["another base", "another inflation", "another rank", "another temporal rank", "another window",
+         "another window anchor"],
 )
 def test_resuming_another_setups_weights_is_refused_before_any_step(model, settings, input_name, message):
-    earlier = run(inflated(), 1).weights
+    earlier = run(inflated(), 1, window=3 if "window_anchor" in settings else 0).weights
     tuning = TuneSettings(steps=10**6, **settings)  # refused at once, or this test would never end
     with pytest.raises(TAVInputError, match=rf"One-Shot Tune: input '{input_name}': .*{message}"):
         tune(model(), sliding_square(), text_cond("sd1", 1), tuning, TUNE, resume=earlier)
+
+
+def test_resuming_on_a_clip_of_another_length_is_refused():
+    earlier = run(inflated(), 1).weights
+    longer = {"samples": torch.cat([sliding_square()["samples"]] * 2)}
+    with pytest.raises(TAVInputError, match=r"input 'resume_from': these weights were tuned on a clip of 4 frames, "
+                       r"these latents hold 8"):
+        tune(inflated(), longer, text_cond("sd1", 1), TuneSettings(steps=10**6), TUNE, resume=earlier)
 
 
 def test_resuming_onto_the_already_tuned_model_is_refused():

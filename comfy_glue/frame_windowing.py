@@ -3,7 +3,8 @@
 A DIFFUSION_MODEL wrapper on a clone splits each call's batch (every cond/uncond video of it) into overlapping
 windows of consecutive frames, runs the UNet on each, and blends the overlaps (tav_core.frame_windows). The
 window holding frame 0 runs first and records frame 0's keys and values in every sparse-causal layer; the later
-windows read them as their frame 0, so appearance is anchored to one frame across the clip. Everything the
+windows read them as their frame 0, so appearance is anchored to one frame across the clip, and each window hands
+the next the keys and values of the frame before the next one's first (tav_core.anchor_frames). Everything the
 UNet gets per row (latents, timesteps, text context, SDXL's vector, ControlNet residuals, sigmas) is cut to the
 window; temporal layers, GroupNorm statistics and motion modules see the window as the video.
 """
@@ -64,6 +65,13 @@ def window_options(transformer_options: dict, rows: torch.Tensor, batch: int) ->
     return options
 
 
+def carry_index(windows: list[FrameWindow], index: int) -> int | None:
+    """Where in window `index` the frame lies that the next window's first frame follows (None: no next window)."""
+    if index + 1 >= len(windows):
+        return None
+    return windows[index + 1].start - 1 - windows[index].start
+
+
 class FrameWindows:
     """DIFFUSION_MODEL wrapper: the UNet on overlapping windows of `window` frames, anchored on frame 0."""
 
@@ -83,9 +91,9 @@ class FrameWindows:
         windows = frame_windows(frames, self.window, self.overlap)
         if len(windows) == 1:
             return executor(x, *args, **kwargs)
-        anchors = AnchorFrames()
+        anchors = AnchorFrames(carry_at=carry_index(windows, 0))
         blend = WindowBlend(frames, self.overlap)
-        for window in windows:  # the first window holds frame 0: it records, the others read
+        for index, window in enumerate(windows):  # the first window holds frame 0: it records, the others read
             rows = window_rows(window, videos, frames, x.device)
             options = window_options(transformer_options, rows, x.shape[0])
             window_args = [options if i == OPTIONS_ARG else rows_of(a, rows, x.shape[0]) for i, a in enumerate(args)]
@@ -93,7 +101,7 @@ class FrameWindows:
                              for key, value in kwargs.items()}
             with published(ForwardState(videos, options, anchors)):
                 out = executor(x.index_select(0, rows), *window_args, **window_kwargs)
-            anchors.recording = False
+            anchors.next_window(carry_index(windows, index + 1))
             blend.add(window, out.view(videos, window.stop - window.start, *out.shape[1:]))
         return blend.result(out.dtype).reshape(x.shape[0], *out.shape[1:])
 

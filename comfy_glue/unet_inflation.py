@@ -89,10 +89,13 @@ class CrossFrameAttn1:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         videos = videos_in(extra_options)
         anchors = anchor_frames()
-        first = None
+        first = before = None
         if anchors is not None and self.mode != AttentionMode.FULL:
             block = extra_options["block"]
-            first = anchors.first_frames((block[0], block[1], extra_options.get("block_index", 0)), k, v, videos)
+            layer = (block[0], block[1], extra_options.get("block_index", 0))
+            first = anchors.first_frames(layer, k, v, videos)
+            if self.mode == AttentionMode.SPARSE_CAUSAL:
+                before = anchors.previous_frames(layer, k, v, videos)
         return cross_frame_attention(
             q, k, v,
             heads=extra_options["n_heads"],
@@ -100,6 +103,7 @@ class CrossFrameAttn1:
             mode=self.mode,
             attention=comfy_attention_fn(extra_options.get("attn_precision"), extra_options),
             first=first,
+            before=before,
         )
 
 

@@ -30,15 +30,21 @@ def previous_frame_index(frames: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(frames, device=device) - 1).clamp_(min=0)
 
 
-def sparse_causal_context(x: torch.Tensor, videos: int, first: torch.Tensor | None = None) -> torch.Tensor:
+def sparse_causal_context(
+    x: torch.Tensor, videos: int, first: torch.Tensor | None = None, before: torch.Tensor | None = None
+) -> torch.Tensor:
     """(videos*frames, N, C) -> (videos*frames, 2N, C): [frame 0 tokens ; frame i-1 tokens] per frame.
 
-    first: (videos, N, C) tokens to read as frame 0 (the clip's, for a window that starts later)."""
+    first: (videos, N, C) tokens to read as frame 0 (the clip's, for a window that starts later); before: (videos,
+    N, C) tokens of the frame before the batch's first frame (the previous window's), read as its frame i-1."""
     bf, n, c = x.shape
     f = frames_per_video(bf, videos)
     per_video = x.view(videos, f, n, c)
     first = (per_video[:, :1] if first is None else first.unsqueeze(1)).expand(videos, f, n, c)
-    previous = per_video.index_select(1, previous_frame_index(f, x.device))
+    if before is None:
+        previous = per_video.index_select(1, previous_frame_index(f, x.device))
+    else:
+        previous = torch.cat((before.unsqueeze(1), per_video[:, :-1]), dim=1)
     return torch.cat((first, previous), dim=2).view(bf, 2 * n, c)
 
 
@@ -52,16 +58,22 @@ def cross_frame_attention(
     mode: AttentionMode,
     attention: AttentionFn = sdpa_attention,
     first: tuple[torch.Tensor, torch.Tensor] | None = None,
+    before: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Attention of projected q/k/v, each (videos*frames, N, C), with keys/values chosen by `mode`.
 
     first: frame 0's keys and values, (videos, N, C) each, where they are not this batch's first frames (a later
-    window of a long clip); sparse-causal and first-frame attention read them. Full attention stays in the batch."""
+    window of a long clip); sparse-causal and first-frame attention read them. before: the keys and values of the
+    frame before this batch's first (the previous window's), which sparse-causal attention reads as that frame's
+    previous. Full attention stays in the batch."""
     bf, n, c = q.shape
     f = frames_per_video(bf, videos)
     k0, v0 = first if first is not None else (None, None)
+    kb, vb = before if before is not None else (None, None)
     if mode == AttentionMode.SPARSE_CAUSAL:
-        return attention(q, sparse_causal_context(k, videos, k0), sparse_causal_context(v, videos, v0), heads)
+        return attention(
+            q, sparse_causal_context(k, videos, k0, kb), sparse_causal_context(v, videos, v0, vb), heads
+        )
     if mode == AttentionMode.PER_FRAME:  # the image model's own attention (Inflate UNet then installs no patch)
         return attention(q, k, v, heads)
     # The other modes share one key/value set per video: attend with all of a video's queries at once.

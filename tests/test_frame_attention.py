@@ -12,23 +12,23 @@ from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode
 VIDEOS, FRAMES, TOKENS, HEADS, DIM_HEAD = 2, 5, 6, 2, 8
 
 
-def source_frames(mode: AttentionMode, i: int) -> list[int]:
+def source_frames(mode: AttentionMode, i: int, frames: int = FRAMES) -> list[int]:
     if mode == AttentionMode.SPARSE_CAUSAL:
         return [0, max(i - 1, 0)]
     if mode == AttentionMode.FIRST_FRAME:
         return [0]
     if mode == AttentionMode.PER_FRAME:
         return [i]
-    return list(range(FRAMES))
+    return list(range(frames))
 
 
-def naive_attention(q, k, v, mode):
+def naive_attention(q, k, v, mode, frames_per_video: int = FRAMES):
     """Explicit per-video, per-frame, per-head gather and softmax(QK^T / sqrt(d)) V."""
     out = torch.empty_like(q)
     for video in range(VIDEOS):
-        for i in range(FRAMES):
-            row = video * FRAMES + i
-            frames = [video * FRAMES + j for j in source_frames(mode, i)]
+        for i in range(frames_per_video):
+            row = video * frames_per_video + i
+            frames = [video * frames_per_video + j for j in source_frames(mode, i, frames_per_video)]
             keys, values = torch.cat([k[f] for f in frames]), torch.cat([v[f] for f in frames])
             for h in range(HEADS):
                 cols = slice(h * DIM_HEAD, (h + 1) * DIM_HEAD)
@@ -37,9 +37,9 @@ def naive_attention(q, k, v, mode):
     return out
 
 
-def random_qkv(seed: int):
+def random_qkv(seed: int, frames: int = FRAMES):
     generator = torch.Generator().manual_seed(seed)
-    shape = (VIDEOS * FRAMES, TOKENS, HEADS * DIM_HEAD)
+    shape = (VIDEOS * frames, TOKENS, HEADS * DIM_HEAD)
     return [torch.randn(shape, generator=generator, dtype=torch.float64).float() for _ in range(3)]
 
 
@@ -67,6 +67,21 @@ def test_sparse_causal_frame0_is_plain_self_attention():
         first = video * FRAMES
         torch.testing.assert_close(got[first], plain[first], atol=1e-5, rtol=1e-5)
         assert not torch.allclose(got[first + 2], plain[first + 2], atol=1e-3)  # frame i >= 1 does not see itself
+
+
+@pytest.mark.parametrize("mode", [AttentionMode.SPARSE_CAUSAL, AttentionMode.FIRST_FRAME])
+def test_a_later_window_given_frame_0_and_the_frame_before_computes_its_rows_of_the_whole_clip(mode):
+    """Frames 4..8 of a 12-frame clip, as a window: with the clip's frame 0 (first) and frame 3 (before) handed in,
+    its attention is the naive whole-clip attention's rows for those frames."""
+    clip, start = 12, 4
+    q, k, v = random_qkv(5, clip)
+    rows = torch.tensor([video * clip + start + i for video in range(VIDEOS) for i in range(FRAMES)])
+    per_video = [t.view(VIDEOS, clip, TOKENS, -1) for t in (k, v)]
+    first = tuple(t[:, 0] for t in per_video)
+    before = tuple(t[:, start - 1] for t in per_video)
+    got = cross_frame_attention(q[rows], k[rows], v[rows], heads=HEADS, videos=VIDEOS, mode=mode,
+                                first=first, before=before)
+    torch.testing.assert_close(got, naive_attention(q, k, v, mode, clip)[rows], atol=1e-5, rtol=1e-5)
 
 
 def test_batch_that_does_not_split_into_videos_is_an_error():

@@ -118,6 +118,29 @@ def test_without_the_anchor_later_windows_drift():
     assert_same_clip(drifting[:2], whole[:2])
 
 
+@pytest.mark.parametrize(("window", "overlap"), [(3, 1), (4, 0), (5, 3)])
+def test_sparse_causal_windows_carry_the_frame_before_and_reproduce_the_whole_clip(window, overlap):
+    """Sparse-causal attention without temporal layers: frame i reads frames 0 and i-1 alone, so windows that read
+    the clip's frame 0 and, for their first frame, the previous window's frame before it give the whole clip's
+    result, in sampling and in inversion."""
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(temporal_layers=False), "Inflate UNet")
+    assert_same_clip(sample(model, latent(), window=window, overlap=overlap), sample(model, latent()))
+    inverted = DDIMInvertVideo.execute(model, latent(), text_cond("sd1", 2), 3, 1.0).result[0]["samples"]
+    windowed = DDIMInvertVideo.execute(model, latent(), text_cond("sd1", 2), 3, 1.0, window, overlap).result[0]
+    assert_same_clip(windowed["samples"], inverted)
+
+
+def test_without_the_frame_before_a_later_windows_first_frame_changes():
+    """The check above can fail: a window whose first frame reads itself as its previous changes from there on."""
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(temporal_layers=False), "Inflate UNet")
+    whole = sample(model, latent())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnchorFrames, "previous_frames", lambda self, layer, k, v, videos: None)
+        uncarried = sample(model, latent(), window=4, overlap=0)  # windows [0, 4) and [4, 8)
+    assert_same_clip(uncarried[:4], whole[:4])
+    assert not torch.allclose(uncarried[4:], whole[4:], atol=1e-3 * float(whole.abs().max()))
+
+
 def test_the_unet_never_sees_more_than_a_window():
     model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     batches = []

@@ -19,6 +19,7 @@ from ..tav_core.video_batch import frames_per_video
 from .unet_forward import ForwardState, published, videos_in
 
 FRAME_WINDOWS_KEY = "tav_frame_windows"
+FRAME_WINDOW_OPTION = "tav_frame_window"  # transformer_options: the window, for the pack's video controls
 OPTIONS_ARG = 4  # transformer_options' place among the UNet's arguments after x
 
 
@@ -111,6 +112,7 @@ def in_windows(model, window: int, overlap: int):
     if not window:
         return model
     windowed = model.clone()
+    windowed.model_options["transformer_options"][FRAME_WINDOW_OPTION] = window
     comfy.patcher_extension.add_wrapper_with_key(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, FRAME_WINDOWS_KEY, FrameWindows(window, overlap),
         windowed.model_options, is_model_options=True,

@@ -4,6 +4,11 @@ ComfyUI maps F hint frames onto the F latent frames of each cond/uncond chunk, b
 context window (a window of frames 8-15 would get hints 0-7), and a T2I-Adapter keeps the features
 of the first batch layout it saw. A video control picks, for every call, the hints of exactly the
 frames in that call, for every chunk, and drops the cached hint when that choice changes.
+
+ComfyUI runs the controls on the whole batch before the UNet. On a model that runs in the pack's frame windows
+(comfy_glue.frame_windowing), a video control runs on consecutive runs of at most a window of frames instead, so
+its memory follows the window as the UNet's does; a control sees one frame at a time (it is an image model), so the
+pieces put together are the whole batch's residuals.
 """
 
 import importlib
@@ -12,6 +17,10 @@ import torch
 from comfy.controlnet import ControlBase
 
 from ..tav_core.errors import TAVInputError
+from ..tav_core.frame_windows import FrameWindow
+from .frame_windowing import FRAME_WINDOW_OPTION, rows_of, window_rows
+
+HINT_FRAMES_OPTION = "tav_hint_frames"  # the video frames of a control call on part of the batch
 
 
 def frames_of_window(window) -> tuple[int, ...]:
@@ -34,15 +43,43 @@ class VideoHintControl:
     tav_layout: tuple | None = None
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        window = transformer_options.get(FRAME_WINDOW_OPTION)
+        if window and x_noisy.shape[0] // batched_number > window:
+            return self.tav_control_in_pieces(x_noisy, t, cond, batched_number, transformer_options, window)
         self.tav_select_hints(x_noisy.shape[0], batched_number, transformer_options)
         return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+
+    def tav_control_in_pieces(self, x_noisy, t, cond, videos: int, transformer_options: dict, window: int):
+        """The control (and its chain) on `window` consecutive frames of every video at a time, put together."""
+        batch = x_noisy.shape[0]
+        frames = batch // videos
+        options = {key: value for key, value in transformer_options.items() if key != FRAME_WINDOW_OPTION}
+        whole = None
+        for start in range(0, frames, window):
+            piece = FrameWindow(start, min(start + window, frames))
+            rows = window_rows(piece, videos, frames, x_noisy.device)
+            control = self.get_control(
+                x_noisy.index_select(0, rows), rows_of(t, rows, batch), rows_of(cond, rows, batch), videos,
+                {**options, HINT_FRAMES_OPTION: tuple(range(piece.start, piece.stop))},
+            )
+            if control is None:  # outside the control's timestep range: so is every piece
+                return None
+            if whole is None:
+                whole = {name: [None if part is None else part.new_empty((batch, *part.shape[1:])) for part in parts]
+                         for name, parts in control.items()}
+            for name, parts in control.items():
+                for into, part in zip(whole[name], parts, strict=True):
+                    if part is not None:
+                        into.index_copy_(0, rows, part)
+        return whole
 
     def tav_select_hints(self, batch: int, chunks: int, transformer_options: dict) -> None:
         frames = batch // chunks
         hints = self.tav_frame_hints
         indices = None
         if hints.shape[0] > 1:
-            window_frames = frames_of_window(transformer_options.get("context_window"))
+            window_frames = transformer_options.get(HINT_FRAMES_OPTION) or frames_of_window(
+                transformer_options.get("context_window"))
             in_window = len(window_frames) == frames
             indices = window_frames if in_window else tuple(range(frames))
             if (not in_window and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:

@@ -11,7 +11,7 @@ from comfyui_tune_a_video.tav_core.anchor_frames import AnchorFrames
 from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.frame_windows import WindowBlend, blend_weights, frame_windows
 from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig
-from tav_dev.tiny_models import text_cond, tiny_controlnet, tiny_unet
+from tav_dev.tiny_models import text_cond, tiny_controlnet, tiny_t2i_adapter, tiny_unet
 from tav_dev.unet_harness import randomize_temporal
 
 FRAMES = 8
@@ -154,17 +154,30 @@ def test_the_unet_never_sees_more_than_a_window():
     assert batches and max(batches) <= 2 * 4 and set(batches) <= {4, 8}
 
 
-def test_controlnet_hints_follow_their_frames_into_the_windows():
-    model, control = first_frame_model("sd1"), tiny_controlnet()
+@pytest.mark.parametrize("kind", ["controlnet", "t2i_adapter"])
+def test_control_hints_follow_their_frames_into_the_windows_and_it_runs_a_window_at_a_time(kind):
+    model = first_frame_model("sd1")
+    control = tiny_controlnet() if kind == "controlnet" else tiny_t2i_adapter()
+    network = control.control_model if kind == "controlnet" else control.t2i_model
     hints = torch.rand(FRAMES, 64, 64, 3, generator=torch.Generator().manual_seed(1))
     positive, negative, _ = ControlCondition.execute(
         text_cond("sd1", 1), text_cond("sd1", 2), control, hints, "none", 1.0, 0.0, 1.0, 100, 200, 3, 64
     ).result
-    run = [TAVSample.execute(model, positive, negative, latent(), 3, 3.0, 0.0, 5, window, 1).result[0]["samples"]
-           for window in (0, 3)]
+    control_batches = []
+    handle = network.register_forward_pre_hook(
+        lambda module, args, kwargs: control_batches.append(next(iter([*args, *kwargs.values()])).shape[0]),
+        with_kwargs=True)
+    try:
+        run = []
+        for window in (0, 3):
+            control_batches.clear()
+            run.append(TAVSample.execute(model, positive, negative, latent(), 3, 3.0, 0.0, 5, window, 1).result[0])
+    finally:
+        handle.remove()
+    assert set(control_batches) == {2 * 3, 2 * 2}, "the ControlNet ran on more than a window (here 3+3+2 frames)"
     plain = sample(model, latent(), window=3, overlap=1)
-    assert not torch.allclose(run[1], plain, atol=1e-3)  # the hints do reach the windows
-    assert_same_clip(run[1], run[0])
+    assert not torch.allclose(run[1]["samples"], plain, atol=1e-3)  # the hints do reach the windows
+    assert_same_clip(run[1]["samples"], run[0]["samples"])
 
 
 def test_windowed_inversion_walks_back_to_the_source():

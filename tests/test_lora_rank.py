@@ -19,19 +19,13 @@ from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuned_weights_file import without_spatial_part
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
-from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet
+from tav_dev.tiny_models import text_cond, tiny_unet
+from tav_dev.unet_harness import seeded_prediction, sliding_square
 
 import nodes as comfy_nodes
 
-FRAMES, SIZE, RANK = 4, 8, 4
+RANK = 4
 
-
-def sliding_square() -> dict:
-    samples = torch.full((FRAMES, 4, SIZE, SIZE), -0.5)
-    for f in range(FRAMES):
-        samples[f, :, 2:5, 1 + f : 4 + f] = 1.0
-    return {"samples": samples}
 
 
 def tuned(rank: int, steps: int = 4, seed: int = 0):
@@ -40,12 +34,6 @@ def tuned(rank: int, steps: int = 4, seed: int = 0):
     settings = TuneSettings(steps=steps, learning_rate=1e-2, seed=seed, rank=rank)
     return base, model, tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE)
 
-
-def prediction(model) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(5)
-    x = torch.randn(FRAMES, 4, SIZE, SIZE, generator=generator)
-    context = torch.randn(1, 77, CONTEXT_DIM, generator=generator).expand(FRAMES, -1, -1)
-    return apply_unet(model, x, 2.0, context, [0])
 
 
 def test_a_fresh_lora_changes_nothing():
@@ -77,7 +65,7 @@ def test_the_pack_file_of_a_rank_tune_holds_the_loras_and_loads_to_the_same_mode
     assert len([key for key in tensors if key.endswith(".to_q.lora_up.weight")]) == len(result.weights.q_lora)
     loaded_model, loaded = LoadTunedWeights.execute(base, "clip.safetensors", False).result
     assert set(loaded.q_lora) == set(result.weights.q_lora)
-    torch.testing.assert_close(prediction(loaded_model), prediction(result.model), rtol=0, atol=1e-5)
+    torch.testing.assert_close(seeded_prediction(loaded_model), seeded_prediction(result.model), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("rank", [RANK, 0], ids=["rank 4", "full rank"])
@@ -98,7 +86,7 @@ def test_the_comfy_lora_through_the_stock_loader_rebuilds_the_tuned_model(weight
     (with_lora,) = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(base, "clip.safetensors", 1.0)
     assert set(tuned_q_shapes(model)) <= set(with_lora.patches), "the stock loader left a to_q key unmatched"
     rebuilt, _ = LoadTunedWeights.execute(with_lora, "clip.safetensors", False).result
-    torch.testing.assert_close(prediction(rebuilt), prediction(result.model), rtol=0, atol=1e-5)
+    torch.testing.assert_close(seeded_prediction(rebuilt), seeded_prediction(result.model), rtol=0, atol=1e-5)
 
 
 def test_the_temporal_part_alone_is_refused_on_a_model_without_its_lora(weights_folder, lora_folder):

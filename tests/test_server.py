@@ -103,19 +103,25 @@ def test_tune_save_then_load_and_sample(server):
     assert list((server.output_dir / "latents").glob("tav_loaded_*.latent"))
 
 
-def test_whole_edit_chain_runs_as_one_prompt(server):
-    frames = 4
-    prompt = {
+def clip_prompt(frames: int, groupnorm: str) -> dict:
+    """Tiny SD1 model, a flat-coloured clip of `frames` frames, encoded, inflated; source, empty and edit captions."""
+    return {
         "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}},
         "2": {"class_type": "EmptyImage", "inputs": {
             "width": 64, "height": 64, "batch_size": frames, "color": 0x3399FF}},
         "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
         "4": {"class_type": "TAV_InflateUNet", "inputs": {
             "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
-            "temporal_position_encoding": "none", "groupnorm": "per_video"}},
+            "temporal_position_encoding": "none", "groupnorm": groupnorm}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square"}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+    }
+
+
+def test_whole_edit_chain_runs_as_one_prompt(server):
+    frames = 4
+    prompt = clip_prompt(frames, "per_video") | {
         "8": {"class_type": "TAV_OneShotTune", "inputs": {
             "model": ["4", 0], "latents": ["3", 0], "conditioning": ["5", 0], "steps": 2, "learning_rate": 1e-4,
             "seed": 0, "gradient_checkpointing": "blocks", "precision": "auto"}},
@@ -176,22 +182,6 @@ def test_demo_model_and_inversion_sampler_run_as_a_prompt(server):
     assert len(entry["outputs"]["12"]["images"]) == 4
 
 
-def long_clip_prompt(frames: int) -> dict:
-    """Tiny SD1 model, a clip of `frames` frames of a square sliding right, encoded, inflated and captioned."""
-    return {
-        "1": {"class_type": "TAVTest_TinyModelLoader", "inputs": {"kind": "sd1", "seed": 3}},
-        "2": {"class_type": "EmptyImage", "inputs": {
-            "width": 64, "height": 64, "batch_size": frames, "color": 0x3399FF}},
-        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
-        "4": {"class_type": "TAV_InflateUNet", "inputs": {
-            "model": ["1", 0], "attention": "sparse_causal", "temporal_layers": True,
-            "temporal_position_encoding": "none", "groupnorm": "per_frame"}},
-        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square"}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
-    }
-
-
 def tune_inputs(**inputs) -> dict:
     return {"class_type": "TAV_OneShotTune", "inputs": {
         "model": ["4", 0], "latents": ["3", 0], "conditioning": ["5", 0], "steps": 4, "learning_rate": 1e-3,
@@ -204,7 +194,7 @@ def test_a_long_clip_tuned_low_rank_in_windows_kept_resumed_and_edited_in_window
     checkpointing, save_every and preview_every; TAV Save Tuned Weights as_comfy_lora; the stock
     LoraLoaderModelOnly with TAV Load Tuned Weights; resume_from; DDIM Invert Video and TAV Sample in windows."""
     frames = 8
-    prompt = long_clip_prompt(frames)
+    prompt = clip_prompt(frames, "per_frame")
     prompt["8"] = tune_inputs(save_name="server/long", save_every=2, preview_every=2)
     prompt["9"] = {"class_type": "TAV_SaveTunedWeights", "inputs": {
         "tuned_weights": ["8", 1], "save_name": "server/long_split", "precision": "fp16", "format": "pack",
@@ -230,7 +220,7 @@ def test_a_long_clip_tuned_low_rank_in_windows_kept_resumed_and_edited_in_window
     assert split_info["spatial_lora"] == "server/long_split.safetensors"
     assert split and all(key.startswith("tav_temporal.") for key in split)
 
-    again = long_clip_prompt(frames)
+    again = clip_prompt(frames, "per_frame")
     again["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
         "model": ["1", 0], "lora_name": "server/long_split.safetensors", "strength_model": 1.0}}
     again["21"] = {"class_type": "TAV_LoadTunedWeights", "inputs": {

@@ -20,18 +20,12 @@ from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig, Temp
 from comfyui_tune_a_video.tav_core.reference_unet import REFERENCE_INFLATION
 from comfyui_tune_a_video.tav_core.tuning import Trainable, TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
-from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet
+from tav_dev.tiny_models import text_cond, tiny_unet
+from tav_dev.unet_harness import seeded_prediction, sliding_square
 
-FRAMES, SIZE, TEMPORAL_RANK = 4, 8, 2
+TEMPORAL_RANK = 2
 PSEUDO3D = InflationConfig(temporal_conv=TemporalConvMode.PSEUDO3D)
 
-
-def sliding_square() -> dict:
-    samples = torch.full((FRAMES, 4, SIZE, SIZE), -0.5)
-    for f in range(FRAMES):
-        samples[f, :, 2:5, 1 + f : 4 + f] = 1.0
-    return {"samples": samples}
 
 
 def inflated(config: InflationConfig = PSEUDO3D):
@@ -43,12 +37,6 @@ def run(model, steps: int = 4, temporal_rank: int = TEMPORAL_RANK, **settings):
                             temporal_rank=temporal_rank, **settings)
     return tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE)
 
-
-def prediction(model) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(5)
-    x = torch.randn(FRAMES, 4, SIZE, SIZE, generator=generator)
-    context = torch.randn(1, 77, CONTEXT_DIM, generator=generator).expand(FRAMES, -1, -1)
-    return apply_unet(model, x, 2.0, context, [0])
 
 
 def test_every_temporal_matrix_learns_a_lora_of_that_rank_and_every_vector_learns_whole():
@@ -87,9 +75,9 @@ def test_the_file_holds_the_loras_and_no_temporal_matrix_and_loads_to_the_same_m
 
     loaded_model, loaded = LoadTunedWeights.execute(tiny_unet("sd1", seed=0), "clip.safetensors", False).result
     assert set(loaded.temporal_lora) == set(result.weights.temporal_lora)
-    tuned_prediction = prediction(result.model)
-    torch.testing.assert_close(prediction(loaded_model), tuned_prediction, rtol=0, atol=1e-5)
-    assert (tuned_prediction - prediction(inflated())).abs().max() > 1e-3, "the tune changed nothing"
+    tuned_prediction = seeded_prediction(result.model)
+    torch.testing.assert_close(seeded_prediction(loaded_model), tuned_prediction, rtol=0, atol=1e-5)
+    assert (tuned_prediction - seeded_prediction(inflated())).abs().max() > 1e-3, "the tune changed nothing"
 
 
 def test_the_training_forward_with_loras_predicts_as_the_merged_model():
@@ -113,7 +101,7 @@ def test_the_reference_layout_holds_the_merged_temporal_layers(weights_folder):
     SaveTunedWeights.execute(result.weights, "skier", "fp32", "reference", result.model)
     loaded = LoadReferenceUNet.execute(tiny_unet("sd1", seed=0),
                                        "skier/unet/diffusion_pytorch_model.safetensors").result[0]
-    torch.testing.assert_close(prediction(loaded), prediction(result.model), rtol=0, atol=0)
+    torch.testing.assert_close(seeded_prediction(loaded), seeded_prediction(result.model), rtol=0, atol=0)
 
 
 def test_a_file_whose_temporal_lora_leaves_a_vector_out_is_refused_naming_it():

@@ -15,17 +15,11 @@ from comfyui_tune_a_video.tav_core.errors import TAVInputError
 from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig
 from comfyui_tune_a_video.tav_core.tuning import TuneSettings
 from comfyui_tune_a_video.tav_core.weights_file import load_safetensors
-from tav_dev.tiny_models import CONTEXT_DIM, text_cond, tiny_unet
-from tav_dev.unet_harness import apply_unet, progress_hook
+from tav_dev.tiny_models import text_cond, tiny_unet
+from tav_dev.unet_harness import progress_hook, seeded_prediction, sliding_square
 
-FRAMES, SIZE = 4, 8
+SIZE = 8  # sliding_square's latent width
 
-
-def sliding_square() -> dict:
-    samples = torch.full((FRAMES, 4, SIZE, SIZE), -0.5)
-    for f in range(FRAMES):
-        samples[f, :, 2:5, 1 + f : 4 + f] = 1.0
-    return {"samples": samples}
 
 
 def inflated(config: InflationConfig | None = None, seed: int = 0):
@@ -37,12 +31,6 @@ def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, window: int = 
                             temporal_rank=temporal_rank, window=window)
     return tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, **kwargs)
 
-
-def prediction(model) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(5)
-    x = torch.randn(FRAMES, 4, SIZE, SIZE, generator=generator)
-    context = torch.randn(1, 77, CONTEXT_DIM, generator=generator).expand(FRAMES, -1, -1)
-    return apply_unet(model, x, 2.0, context, [0])
 
 
 @pytest.mark.parametrize(("rank", "temporal_rank"), [(0, 0), (4, 0), (4, 2)],
@@ -60,9 +48,9 @@ def test_a_resumed_tune_starts_from_the_loaded_weights_and_its_loss_goes_on(rank
     settings = TuneSettings(steps=1, learning_rate=1e-12, seed=7, gradient_checkpointing="off", rank=rank,
                             temporal_rank=temporal_rank)
     barely = tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, resume=first.weights)
-    loaded = prediction(first.model)
-    torch.testing.assert_close(prediction(barely.model), loaded, rtol=0, atol=1e-5)
-    assert (loaded - prediction(model)).abs().max() > 1e-3, "the loaded weights are the untuned model's"
+    loaded = seeded_prediction(first.model)
+    torch.testing.assert_close(seeded_prediction(barely.model), loaded, rtol=0, atol=1e-5)
+    assert (loaded - seeded_prediction(model)).abs().max() > 1e-3, "the loaded weights are the untuned model's"
 
 
 def test_save_every_writes_complete_files_and_a_cancel_keeps_the_last(weights_folder):

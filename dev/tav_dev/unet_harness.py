@@ -15,7 +15,7 @@ from comfyui_tune_a_video.tav_core.inflation_config import InflationConfig
 from comfyui_tune_a_video.tav_core.tuned_weights_file import TunedWeights, to_file_contents
 from comfyui_tune_a_video.tav_core.weights_file import save_atomically
 
-from tav_dev.tiny_models import fill_seeded
+from tav_dev.tiny_models import CONTEXT_DIM, fill_seeded
 
 
 def load_for_inference(patcher) -> None:
@@ -34,6 +34,22 @@ def apply_unet(
     sigmas = torch.full((x.shape[0],), sigma)
     with torch.inference_mode():
         return patcher.model.apply_model(x, sigmas, c_crossattn=context, transformer_options=options, **conds)
+
+
+def sliding_square(frames: int = 4, size: int = 8) -> dict:
+    """A LATENT of one clip: a 3x3 square moving right one latent pixel per frame over a flat background."""
+    samples = torch.full((frames, 4, size, size), -0.5)
+    for f in range(frames):
+        samples[f, :, 2:5, 1 + f : 4 + f] = 1.0
+    return {"samples": samples}
+
+
+def seeded_prediction(patcher, frames: int = 4, size: int = 8, seed: int = 5) -> torch.Tensor:
+    """One video's denoised prediction at sigma 2 from seeded latents and text context (a tiny model's width)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(frames, 4, size, size, generator=generator)
+    context = torch.randn(1, 77, CONTEXT_DIM, generator=generator).expand(frames, -1, -1)
+    return apply_unet(patcher, x, 2.0, context, [0])
 
 
 def denoise_via_sampler(patcher, latent: torch.Tensor, sigma: float, positive, negative, cfg: float) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """One-Shot Tune in windows: each step trains on a drawn window of consecutive frames, so memory follows the
 window; with the clip anchor, a later window reads the clip's frame 0 as the clip's first window sees it."""
 
+from functools import partial
+
 import pytest
 import torch
 from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
@@ -113,3 +115,26 @@ def test_bad_windows_are_refused_before_any_step():
         windowed(first_frame_model(), 1, 0, window=9)
     message = OneShotTune.validate_inputs(steps=10, learning_rate=1e-4, window=1)
     assert isinstance(message, str) and "window" in message
+
+
+def test_compiled_layers_tune_windows_with_the_clip_anchor_and_auto_alike(monkeypatch):
+    """torch.compile'd layers under auto checkpointing give the eager windowed losses, the clip anchor's no-grad
+    pass included, with no graph break (backend aot_eager, as test_one_shot_tune's compile test explains)."""
+    from torch._dynamo.utils import counters
+
+    model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
+    seed = seed_with_late_window(2)
+    eager = windowed(model, 2, seed).losses
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    settings = TuneSettings(steps=2, learning_rate=1e-2, seed=seed, gradient_checkpointing="auto", window=WINDOW,
+                            compile=True)
+    try:
+        compiled = tune(model, clip(), text_cond("sd1", 1), settings, TUNE)
+        assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
+        assert not counters["graph_break"], dict(counters["graph_break"])
+    finally:
+        torch._dynamo.reset()
+    assert compiled.weights.info["gradient_checkpointing"] == "auto: off"  # ample memory: as the eager run
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager), atol=1e-5, rtol=1e-5)

@@ -222,11 +222,11 @@ def tune(
     far every settings.save_every steps (TAV_WEIGHTS as at the end, the steps counted from the first tune)."""
     inflation = require_inflated(model, node)
     samples = require_video_latent(model, latent, node, "latents", settings.window)
-    check_window(settings.window, 0, samples.shape[0], node)
+    frames = samples.shape[0]
+    check_window(settings.window, 0, frames, node)
     q_shapes = tuned_q_shapes(model)
     check_settings(settings, q_shapes, node)
     check_temporal_rank(model, inflation, settings.temporal_rank, node)
-    frames = samples.shape[0]
     steps_before = check_resumable(model, inflation, resume, settings, frames, node) if resume is not None else 0
     fingerprint = unet_fingerprint(model)
     device = model.load_device
@@ -322,9 +322,9 @@ def tune(
                     with torch.no_grad(), published(ForwardState(None, None, anchors)):
                         model_wrap(first_window, sigmas, **extra_args)
                     anchors.recording = False
-                frames = slice(drawn.start, drawn.start + window)
-                target = x0[frames]
-                noisy = model_sampling.noise_scaling(sigmas, noise[frames], target)
+                window_frames = slice(drawn.start, drawn.start + window)
+                target = x0[window_frames]
+                noisy = model_sampling.noise_scaling(sigmas, noise[window_frames], target)
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
                 with published(ForwardState(None, None, anchors)) if anchors is not None else nullcontext():
@@ -363,7 +363,7 @@ def tune(
                 motion_deltas=motion_deltas,
                 q_lora={key: learned_lora(adapter) for key, adapter in q_loras.items()},
                 info={
-                    "frames": str(samples.shape[0]),
+                    "frames": str(frames),
                     "caption": caption,
                     "steps": str(steps_before + done),
                     "learning_rate": repr(settings.learning_rate),
@@ -376,7 +376,7 @@ def tune(
                     **({"rank": str(settings.rank)} if settings.rank else {}),
                     **({"temporal_rank": str(settings.temporal_rank)} if settings.temporal_rank else {}),
                     **({"window": str(settings.window), "window_anchor": WindowAnchor(settings.window_anchor).value}
-                       if 0 < settings.window < samples.shape[0] else {}),
+                       if 0 < settings.window < frames else {}),
                     **({"resumed_at_step": str(steps_before)} if resume is not None else {}),
                     **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None
                        else {}),

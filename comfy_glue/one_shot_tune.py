@@ -321,7 +321,7 @@ def tune(
                     first_window = model_sampling.noise_scaling(sigmas, noise[:window], x0[:window])
                     with torch.no_grad(), published(ForwardState(None, None, anchors)):
                         model_wrap(first_window, sigmas, **extra_args)
-                    anchors.recording = False
+                    anchors.next_window(carry_at=None)  # the step's window reads frame 0; its first frame, itself
                 window_frames = slice(drawn.start, drawn.start + window)
                 target = x0[window_frames]
                 noisy = model_sampling.noise_scaling(sigmas, noise[window_frames], target)

@@ -53,6 +53,8 @@ class VideoHintControl:
         """The control (and its chain) on `window` consecutive frames of every video at a time, put together."""
         batch = x_noisy.shape[0]
         frames = batch // videos
+        in_call = frames_of_window(transformer_options.get("context_window"))  # a core context window's frames
+        in_call = in_call if len(in_call) == frames else tuple(range(frames))
         options = {key: value for key, value in transformer_options.items() if key != FRAME_WINDOW_OPTION}
         whole = None
         for start in range(0, frames, window):
@@ -60,7 +62,7 @@ class VideoHintControl:
             rows = window_rows(piece, videos, frames, x_noisy.device)
             control = self.get_control(
                 x_noisy.index_select(0, rows), rows_of(t, rows, batch), rows_of(cond, rows, batch), videos,
-                {**options, HINT_FRAMES_OPTION: tuple(range(piece.start, piece.stop))},
+                {**options, HINT_FRAMES_OPTION: in_call[piece.start:piece.stop]},
             )
             if control is None:  # outside the control's timestep range: so is every piece
                 return None

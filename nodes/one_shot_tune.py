@@ -129,15 +129,6 @@ class OneShotTune(io.ComfyNode):
                     ),
                 ),
                 io.Int.Input(
-                    TEMPORAL_RANK_INPUT, default=0, min=0, max=MAX_RANK, optional=True,
-                    tooltip=(
-                        "0: the temporal layers learn whole (the paper). Above 0: their weight matrices (temporal "
-                        "attention's projections, pseudo3d convolutions' kernels) learn as LoRAs of this rank on "
-                        "their fresh initialisation, their norms and biases whole: fewer trained values and a much "
-                        "smaller file (whole, they are most of SD1.5's 140 MB). Needs a freshly inflated MODEL."
-                    ),
-                ),
-                io.Int.Input(
                     "save_every", default=0, min=0, max=100000, optional=True,
                     tooltip=(
                         "With a save_name: every this many steps the weights so far are written there (atomically, "
@@ -168,6 +159,16 @@ class OneShotTune(io.ComfyNode):
                         "With a window: what a window that starts later reads as frame 0 in sparse-causal attention. "
                         "clip: the clip's frame 0 (seen through the clip's first window, as windowed inversion and "
                         "sampling read it; one extra forward pass per step); window: the window's own first frame."
+                    ),
+                ),
+                # Widgets added later go last: saved workflows keep their widget values in order.
+                io.Int.Input(
+                    TEMPORAL_RANK_INPUT, default=0, min=0, max=MAX_RANK, optional=True,
+                    tooltip=(
+                        "0: the temporal layers learn whole (the paper). Above 0: their weight matrices (temporal "
+                        "attention's projections, pseudo3d convolutions' kernels) learn as LoRAs of this rank on "
+                        "their fresh initialisation, their norms and biases whole: fewer trained values and a much "
+                        "smaller file (whole, they are most of SD1.5's 140 MB). Needs a freshly inflated MODEL."
                     ),
                 ),
                 TUNED_WEIGHTS.Input(

@@ -45,29 +45,27 @@ def check_resumable(
         raise refuse(f"these weights were tuned with {tuned_with}, and this MODEL carries "
                      f"{inflation.motion.name if inflation.motion else 'none'}.",
                      "Inflate with the motion module they were tuned with.")
-    ranks = sorted({lora.down.shape[0] for lora in weights.q_lora.values()})
-    if ranks != ([settings.rank] if settings.rank else []):
-        tuned_rank = ranks[0] if ranks else 0
-        raise TAVInputError(node, "rank", f"{settings.rank}, but the weights in resume_from were tuned with rank "
-                            f"{tuned_rank}.", f"Set rank to {tuned_rank} to resume them.")
-    temporal_ranks = sorted({lora.down.shape[0] for lora in weights.temporal_lora.values()})
-    if temporal_ranks != ([settings.temporal_rank] if settings.temporal_rank else []):
-        tuned_rank = temporal_ranks[0] if temporal_ranks else 0
-        raise TAVInputError(node, TEMPORAL_RANK_INPUT, f"{settings.temporal_rank}, but the weights in resume_from "
-                            f"were tuned with temporal_rank {tuned_rank}.", f"Set temporal_rank to {tuned_rank} to "
-                            "resume them.")
+    check_lora_rank(weights.q_lora, settings.rank, "rank", node)
+    check_lora_rank(weights.temporal_lora, settings.temporal_rank, TEMPORAL_RANK_INPUT, node)
     if inflation.motion is not None:
         check_motion_training(weights, settings, node)
     check_draws(weights, settings, frames, node)
     current = temporal_layers_of(model)
-    resumed = tuned_temporal_state(inflation, weights)
-    if resumed and current is not None and all(
-        torch.equal(value, resumed[key].to(value)) for key, value in current.state_dict().items()
-    ):
+    resumed = tuned_temporal_state(inflation, weights) if current is not None else {}
+    if resumed and all(torch.equal(value, resumed[key].to(value)) for key, value in current.state_dict().items()):
         raise refuse("this MODEL already carries these weights (it is the tuned model, e.g. TAV Load Tuned "
                      "Weights' model output), so they would count twice.",
                      "Connect the checkpoint's MODEL through Inflate UNet to model, and the weights to resume_from.")
     return int(weights.info.get("steps", "0"))
+
+
+def check_lora_rank(loras: dict, rank: int, input_name: str, node: str) -> None:
+    """The LoRAs resume_from holds must have the rank `input_name` asks for (0: none, full-rank or whole)."""
+    ranks = sorted({lora.down.shape[0] for lora in loras.values()})
+    if ranks != ([rank] if rank else []):
+        tuned = ranks[0] if ranks else 0
+        raise TAVInputError(node, input_name, f"{rank}, but the weights in resume_from were tuned with {input_name} "
+                            f"{tuned}.", f"Set {input_name} to {tuned} to resume them.")
 
 
 def check_draws(weights: TunedWeights, settings: TuneSettings, frames: int, node: str) -> None:

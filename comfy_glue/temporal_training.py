@@ -80,8 +80,7 @@ def check_temporal_rank(model, inflation: Inflation, rank: int, node: str) -> No
 
 
 def temporal_trainer(
-    trainer, model, inflation: Inflation, settings: TuneSettings, generator: torch.Generator | None,
-    device: torch.device,
+    trainer, model, inflation: Inflation, settings: TuneSettings, generator: torch.Generator, device: torch.device,
 ) -> TemporalTrainer | None:
     """Attach to the training clone `trainer` a private fp32 copy of `model`'s temporal layers that casts its weights
     to the compute dtype, with what `settings` trains requiring grad (`generator` draws the LoRAs' up halves).

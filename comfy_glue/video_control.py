@@ -31,6 +31,13 @@ def frames_of_window(window) -> tuple[int, ...]:
     return ((anchor,) if anchor is not None and anchor >= 0 else ()) + tuple(window.index_list)
 
 
+def frames_in_call(transformer_options: dict, frames: int) -> tuple[int, ...] | None:
+    """The video frames of each chunk of a control call that holds part of the video (a piece of a windowed call, or
+    a core context window), or None where the call holds the whole video."""
+    chosen = transformer_options.get(HINT_FRAMES_OPTION) or frames_of_window(transformer_options.get("context_window"))
+    return chosen if len(chosen) == frames else None
+
+
 def hint_count_problem(hints: int, frames: int) -> str:
     return f"{hints} hint frames for a video of {frames} frames: give one hint per frame, or a single hint for all."
 
@@ -53,8 +60,7 @@ class VideoHintControl:
         """The control (and its chain) on `window` consecutive frames of every video at a time, put together."""
         batch = x_noisy.shape[0]
         frames = batch // videos
-        in_call = frames_of_window(transformer_options.get("context_window"))  # a core context window's frames
-        in_call = in_call if len(in_call) == frames else tuple(range(frames))
+        in_call = frames_in_call(transformer_options, frames) or tuple(range(frames))
         options = {key: value for key, value in transformer_options.items() if key != FRAME_WINDOW_OPTION}
         whole = None
         for start in range(0, frames, window):
@@ -80,11 +86,9 @@ class VideoHintControl:
         hints = self.tav_frame_hints
         indices = None
         if hints.shape[0] > 1:
-            window_frames = transformer_options.get(HINT_FRAMES_OPTION) or frames_of_window(
-                transformer_options.get("context_window"))
-            in_window = len(window_frames) == frames
-            indices = window_frames if in_window else tuple(range(frames))
-            if (not in_window and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:
+            window_frames = frames_in_call(transformer_options, frames)
+            indices = window_frames or tuple(range(frames))
+            if (window_frames is None and hints.shape[0] != frames) or max(indices) >= hints.shape[0]:
                 raise ValueError(f"{self.tav_node}: {hint_count_problem(hints.shape[0], frames)}")
         layout = (chunks, indices)
         if layout == self.tav_layout:

@@ -165,6 +165,8 @@ def worker(args: argparse.Namespace) -> dict:
     # Every node runs under torch.inference_mode in ComfyUI's executor (One-Shot Tune leaves it for training);
     # outside it sampling would record autograd graphs through the trainable temporal layers.
     with torch.inference_mode():
+        if args.memory_only:
+            return memory_only(model, latent, conditioning, settings, build_s)
         step_flops = count_step_flops(model, latent, conditioning, settings)
         comfy.model_management.soft_empty_cache()
         if device.type == "cuda":
@@ -186,7 +188,7 @@ def worker(args: argparse.Namespace) -> dict:
         } if device.type == "cuda" else {
             # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            **count_tensor_peak(model, latent, conditioning, settings),
+            **count_tensor_peak(model, latent, conditioning, settings)[0],
         }
         edit = measure_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) \
             if args.edit_steps else {}
@@ -198,14 +200,30 @@ def worker(args: argparse.Namespace) -> dict:
         "syncs_per_step": sum(t > stamps[0] for t in sync_times) / steady_steps if device.type == "cuda" else None,
         "step_tflop": step_flops / 1e12,
         **memory,
-        "weights_file_bytes": weights_file_bytes(result.weights),
-        **dict(zip(("comfy_lora_file_bytes", "temporal_file_bytes"), comfy_lora_file_bytes(result.weights),
-                   strict=True)),
-        "trainable_params": trainable_parameters(result.weights),
-        "motion_lora_file_bytes": motion_lora_file_bytes(result.weights),
+        **weights_figures(result.weights),
         "device": str(device),
         **({"compiled_graphs": compile_counters["stats"]["unique_graphs"],
             "graph_breaks": sum(compile_counters["graph_break"].values())} if "compile" in modifiers else {}),
+    }
+
+
+def memory_only(model, latent: dict, conditioning: list, settings, build_s: float) -> dict:
+    """--memory-only: the counted 2-step tune alone (no FLOP-counting step, no timed tune), for sizes where
+    every step is many minutes on the CPU; the times and FLOPs are left unmeasured (nan)."""
+    peaks, result = count_tensor_peak(model, latent, conditioning, settings)
+    nan = float("nan")
+    return {"build_s": build_s, "setup_s": nan, "median_step_s": nan, "syncs_per_step": None, "step_tflop": nan,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **peaks,
+            **weights_figures(result.weights), "device": "cpu"}
+
+
+def weights_figures(weights) -> dict:
+    """Trained values and the sizes of the files the tuned weights make."""
+    return {
+        "weights_file_bytes": weights_file_bytes(weights),
+        **dict(zip(("comfy_lora_file_bytes", "temporal_file_bytes"), comfy_lora_file_bytes(weights), strict=True)),
+        "trainable_params": trainable_parameters(weights),
+        "motion_lora_file_bytes": motion_lora_file_bytes(weights),
     }
 
 
@@ -360,17 +378,17 @@ def counted_allocations(existing: list):
     peaks.update({phase: (existing_bytes + value) / 2**20 for phase, value in highest.items()})
 
 
-def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> dict:
+def count_tensor_peak(model, latent: dict, conditioning: list, settings) -> tuple[dict, object]:
     """Counted peak tensor memory (MB) of an eager 2-step tune on the CPU (the optimiser's state exists from
-    the first step on), overall, in forward/backward and in the optimiser's steps."""
+    the first step on), overall, in forward/backward and in the optimiser's steps; and that tune's result."""
     from dataclasses import replace
 
     from comfyui_tune_a_video.comfy_glue.one_shot_tune import tune
 
     with counted_allocations(existing_tensors(model, latent, conditioning)) as peaks:
-        tune(model, latent, conditioning, replace(settings, steps=2, compile=False), "One-Shot Tune")
+        result = tune(model, latent, conditioning, replace(settings, steps=2, compile=False), "One-Shot Tune")
     return {"peak_mb": max(peaks.values()), "forward_backward_peak_mb": peaks["outside_optimizer"],
-            "optimizer_step_peak_mb": peaks["optimizer_step"]}
+            "optimizer_step_peak_mb": peaks["optimizer_step"]}, result
 
 
 def measure_edit(model, latent: dict, conditioning: list, steps: int, repeats: int) -> dict:
@@ -443,6 +461,8 @@ def main() -> None:
                         help="with two or more --frames: the fitted peak tensor memory at this many frames")
     parser.add_argument("--reference", action="store_true",
                         help="also time the reference implementation (needs scripts/reference_env.sh first)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="CPU: count the peak tensor memory only (no timed steps, no FLOP count)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--setting", default="blocks", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -451,6 +471,8 @@ def main() -> None:
             parse_setting(setting)
         except argparse.ArgumentTypeError as error:
             parser.error(f"--settings {error}")
+    if args.memory_only and (args.gpu or args.edit_steps or args.reference):
+        parser.error("--memory-only counts CPU tune memory alone: drop --gpu, --reference and use --edit-steps 0")
     if args.worker:
         args.frames, args.size = args.frames[0], args.size[0]
         print(json.dumps(worker(args)))
@@ -466,7 +488,7 @@ def main() -> None:
                     "--size", str(size), "--steps", str(args.steps), "--setting", setting,
                     "--repeats", str(args.repeats), "--edit-steps", str(args.edit_steps if index == 0 else 0),
                     "--weights", args.weights, "--motion-module", args.motion_module,
-                    *(["--gpu"] if args.gpu else []),
+                    *(["--gpu"] if args.gpu else []), *(["--memory-only"] if args.memory_only else []),
                 ]
                 finished = subprocess.run(command, capture_output=True, text=True)
                 if finished.returncode != 0:  # e.g. out of memory: say so in the table and go on

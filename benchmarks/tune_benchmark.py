@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15_mini --reference    # side by side, CPU
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 4 6 8 --size 512 \
         --steps 1 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 96 --size 512 \
+        --edit-steps 0 --memory-only --settings blocks+bf16+window24   # the counted tune alone, no timing
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --motion-module v2 --frames 4 6 \
         --size 512 --steps 1 --edit-steps 0 --extrapolate-frames 16 \
         --settings blocks+bf16+motion_lora blocks+bf16+motion_full   # with an AnimateDiff v2-shaped module

@@ -167,17 +167,15 @@ def test_motion_module_rows_count_what_each_motion_training_keeps(tmp_path):
 def test_rank_and_window_rows_count_what_they_train_and_hold():
     """+rank4+temporal_rank2 trains exactly the LoRA factors and the temporal vectors, in a smaller file and a
     smaller ComfyUI LoRA; +window2 on a 4-frame clip holds what a 2-frame clip holds (the clip anchor's extra
-    forward keeps no activations), less than the whole 4-frame clip."""
+    forward keeps no activations), less than the whole 4-frame clip. --memory-only counts the same memory and
+    files without timing."""
     command = [
         sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "4", "--steps", "2",
         "--edit-steps", "0", "--settings", "blocks", "blocks+rank4+temporal_rank2", "blocks+window2",
     ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    results = {
-        (int(line.split()[1]), line.split(", ")[1].split(":")[0]): json.loads(line.split(": ", 1)[1])
-        for line in finished.stdout.splitlines() if line.startswith("measured ")
-    }
+    results = measured_results(finished.stdout)
     whole, low_rank = results[2, "blocks"], results[2, "blocks+rank4+temporal_rank2"]
     model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     temporal = temporal_layers_of(model).state_dict()
@@ -197,3 +195,21 @@ def test_rank_and_window_rows_count_what_they_train_and_hold():
     assert abs(windowed["forward_backward_peak_mb"] / two_frames["forward_backward_peak_mb"] - 1) < 0.05
     assert windowed["forward_backward_peak_mb"] < results[4, "blocks"]["forward_backward_peak_mb"]
     assert "as_comfy_lora: ComfyUI LoRA" in finished.stdout
+
+    memory_only = subprocess.run([*command[:2], "--frames", "4", "--edit-steps", "0", "--memory-only", "--settings",
+                                  "blocks+window2"], capture_output=True, text=True, timeout=600)
+    assert memory_only.returncode == 0, memory_only.stderr[-3000:]
+    counted = measured_results(memory_only.stdout)[4, "blocks+window2"]
+    for figure in ("peak_mb", "forward_backward_peak_mb", "optimizer_step_peak_mb"):
+        assert abs(counted[figure] / windowed[figure] - 1) < 1e-3, figure
+    assert (counted["weights_file_bytes"], counted["trainable_params"]) == (
+        windowed["weights_file_bytes"], windowed["trainable_params"])
+    assert counted["median_step_s"] != counted["median_step_s"]  # nan: no step was timed
+
+
+def measured_results(output: str) -> dict:
+    """Each "measured" line's result, by (frames, setting)."""
+    return {
+        (int(line.split()[1]), line.split(", ")[1].split(":")[0]): json.loads(line.split(": ", 1)[1])
+        for line in output.splitlines() if line.startswith("measured ")
+    }

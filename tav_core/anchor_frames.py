@@ -15,9 +15,10 @@ KeysValues = tuple[torch.Tensor, torch.Tensor]  # (videos, tokens, channels) eac
 
 
 def frame_of(k: torch.Tensor, v: torch.Tensor, videos: int, index: int) -> KeysValues:
-    """One frame's keys and values from a (videos*frames, tokens, channels) batch."""
+    """One frame's keys and values from a (videos*frames, tokens, channels) batch, copied: a view would keep the
+    whole window's keys and values of every layer alive for as long as the recording is kept."""
     bf, n, c = k.shape
-    return k.view(videos, bf // videos, n, c)[:, index], v.view(videos, bf // videos, n, c)[:, index]
+    return k.view(videos, bf // videos, n, c)[:, index].clone(), v.view(videos, bf // videos, n, c)[:, index].clone()
 
 
 class AnchorFrames:

@@ -141,6 +141,22 @@ def test_without_the_frame_before_a_later_windows_first_frame_changes():
     assert not torch.allclose(uncarried[4:], whole[4:], atol=1e-3 * float(whole.abs().max()))
 
 
+def test_what_windows_hand_on_holds_one_frame_not_the_window():
+    """Frame 0's and the carried frame's keys and values live from window to window (and through a tune step):
+    each must hold its own frame, not the whole window's keys and values it was cut from."""
+    videos, frames, tokens, channels = 2, 4, 16, 8
+    k, v = (torch.randn(videos * frames, tokens, channels) for _ in range(2))
+    anchors = AnchorFrames(carry_at=2)
+    k0, v0 = anchors.first_frames("layer", k, v, videos)
+    anchors.previous_frames("layer", k, v, videos)
+    anchors.next_window(carry_at=None)
+    k_before, v_before = anchors.previous_frames("layer", k, v, videos)
+    assert torch.equal(k0, k.view(videos, frames, tokens, channels)[:, 0])
+    assert torch.equal(v_before, v.view(videos, frames, tokens, channels)[:, 2])
+    one_frame = videos * tokens * channels * k.element_size()
+    assert [t.untyped_storage().nbytes() for t in (k0, v0, k_before, v_before)] == [one_frame] * 4
+
+
 def test_the_unet_never_sees_more_than_a_window():
     model = inflate_model(tiny_unet("sd1", seed=0), InflationConfig(), "Inflate UNet")
     batches = []

@@ -35,7 +35,7 @@ class Plan:
     trainable: str = "pack"  # One-Shot Tune's trainable: "reference" trains and initialises as the original code
     temporal_conv: str = "none"  # Inflate UNet's temporal_conv: "pseudo3d" adds Make-A-Video's 1D convolutions
     tune_window: int = 0  # One-Shot Tune's window (0: every frame each step)
-    window_anchor: str = "clip"  # One-Shot Tune's window_anchor
+    window_anchor: str = "window"  # One-Shot Tune's window_anchor
     sample_window: int = 0  # DDIM Invert Video's and TAV Sample's window (0: the whole clip)
     overlap: int = 4  # their overlap, with a sample_window
     rank: int = 0  # One-Shot Tune's rank (to_q LoRAs; 0: full-rank deltas)
@@ -53,9 +53,9 @@ VARIANTS = {  # None: no inflation at all, every frame sampled alone from fresh 
     "reference_exact": Plan(groupnorm="per_video", trainable="reference"),  # the original code's UNet and tuning
     "pseudo3d": Plan(temporal_conv="pseudo3d"),  # full, plus a tuned temporal convolution after every ResBlock conv
     # Long clips (run with --frames 48): tuned, inverted and sampled in windows, overlap 4
-    "window16_clip": Plan(tune_window=16, sample_window=16),
+    "window16_clip": Plan(tune_window=16, window_anchor="clip", sample_window=16),
     "window16_window": Plan(tune_window=16, window_anchor="window", sample_window=16),
-    "window8_clip": Plan(tune_window=8, sample_window=8),
+    "window8_clip": Plan(tune_window=8, window_anchor="clip", sample_window=8),
     "window8_window": Plan(tune_window=8, window_anchor="window", sample_window=8),
     # Low rank (the demo model's to_q and temporal matrices are 64 and 128 wide; SD1.5's 320-1280)
     "rank32": Plan(rank=32),

@@ -19,8 +19,9 @@ step instead of every GPU_REPORT_EVERY), +naive_attention (ComfyUI's unfused att
 optimised one) or +pseudo3d (Inflate UNet's temporal_conv pseudo3d: Make-A-Video's temporal convolutions,
 trained beside the rest), and numbered ones: +rank<N> (One-Shot Tune's rank: to_q LoRAs), +temporal_rank<N> (the
 temporal layers' matrices as LoRAs), +window<N> (each step trains on N consecutive frames of the clip, anchored on
-the clip's frame 0). The first setting is the baseline of the ratio columns. Below the table, per setting: trained
-values, the tuned-weights file's size (fp16) and, saved with as_comfy_lora, the ComfyUI LoRA's and the pack file's.
+the window's first frame; with +clip_anchor on the clip's frame 0: window_anchor clip). The first setting is the
+baseline of the ratio columns. Below the table, per setting: trained values, the tuned-weights file's size (fp16)
+and, saved with as_comfy_lora, the ComfyUI LoRA's and the pack file's.
 
 --motion-module v2 (or v3, v1) injects a seeded motion module of AnimateDiff's layout for that UNet (written to
 a temporary file and read by the pack's loader), inflated the AnimateDiff way (per-frame attention, no temporal
@@ -73,7 +74,7 @@ SCOPES = ("blocks", "transformers", "off")
 TINY_KINDS = {"tiny": "sd1", "sd15_tiny": "sd15"}  # tiny_unet kinds (sd15_tiny: SD1.5's levels, where modules fit)
 MOTION_TRAINING = {"motion_lora": "lora", "motion_full": "full", "motion_frozen": "frozen"}
 MODIFIERS = ("compile", "channels_last", "fp32", "fp16", "bf16", "sync", "naive_attention", "pseudo3d",
-             *MOTION_TRAINING)
+             "clip_anchor", *MOTION_TRAINING)
 NUMBERED_MODIFIERS = re.compile(r"(rank|temporal_rank|window)([1-9]\d*)")  # rank8 -> TuneSettings.rank = 8
 
 
@@ -110,7 +111,13 @@ def worker(args: argparse.Namespace) -> dict:
     from comfyui_tune_a_video.comfy_glue import one_shot_tune
     from comfyui_tune_a_video.comfy_glue.unet_inflation import inflate_model
     from comfyui_tune_a_video.tav_core.inflation_config import AttentionMode, InflationConfig, TemporalConvMode
-    from comfyui_tune_a_video.tav_core.tuning import CheckpointScope, MotionTraining, PrecisionChoice, TuneSettings
+    from comfyui_tune_a_video.tav_core.tuning import (
+        CheckpointScope,
+        MotionTraining,
+        PrecisionChoice,
+        TuneSettings,
+        WindowAnchor,
+    )
     from tav_dev.tiny_models import CONTEXT_DIM, full_unet, tiny_unet
     from torch._dynamo.utils import counters as compile_counters
 
@@ -163,6 +170,7 @@ def worker(args: argparse.Namespace) -> dict:
         channels_last="channels_last" in modifiers,
         motion_training=MotionTraining(next((MOTION_TRAINING[m] for m in modifiers if m in MOTION_TRAINING), "lora")),
         **numbered(modifiers),
+        **({"window_anchor": WindowAnchor.CLIP} if "clip_anchor" in modifiers else {}),
     )
     # Every node runs under torch.inference_mode in ComfyUI's executor (One-Shot Tune leaves it for training);
     # outside it sampling would record autograd graphs through the trainable temporal layers.

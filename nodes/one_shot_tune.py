@@ -153,12 +153,14 @@ class OneShotTune(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "window_anchor", options=[a.value for a in WindowAnchor], default=WindowAnchor.CLIP.value,
+                    "window_anchor", options=[a.value for a in WindowAnchor], default=WindowAnchor.WINDOW.value,
                     optional=True,
                     tooltip=(
                         "With a window: what a window that starts later reads as frame 0 in sparse-causal attention. "
-                        "clip: the clip's frame 0 (seen through the clip's first window, as windowed inversion and "
-                        "sampling read it; one extra forward pass per step); window: the window's own first frame."
+                        "window (default): the window's own first frame, so each window trains as a short video of "
+                        "its own (less drift towards the clip's end on the shapes world, one forward pass per step "
+                        "cheaper); clip: the clip's frame 0, seen through the clip's first window, as windowed "
+                        "inversion and sampling read it (one extra forward pass per step)."
                     ),
                 ),
                 # Widgets added later go last: saved workflows keep their widget values in order.
@@ -228,7 +230,7 @@ class OneShotTune(io.ComfyNode):
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
         motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
         rank: int = 0, save_every: int = 0, resume_from=None, preview_every: int = 0, window: int = 0,
-        window_anchor: str = WindowAnchor.CLIP.value, temporal_rank: int = 0,
+        window_anchor: str = WindowAnchor.WINDOW.value, temporal_rank: int = 0,
     ) -> io.NodeOutput:
         cls.check_inputs(
             steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window, temporal_rank

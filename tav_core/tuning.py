@@ -93,7 +93,7 @@ class TuneSettings:
     save_every: int = 0  # hand the weights to on_checkpoint every this many steps; 0: only at the end
     preview_every: int = 0  # show the denoised prediction of the training batch every this many steps; 0: never
     window: int = 0  # train each step on this many consecutive frames, drawn; 0: the whole clip
-    window_anchor: WindowAnchor = WindowAnchor.CLIP
+    window_anchor: WindowAnchor = WindowAnchor.WINDOW  # the shapes world's 48-frame clips chose it (RESULTS.md)
 
 
 @dataclass(frozen=True)

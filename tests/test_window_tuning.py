@@ -129,7 +129,7 @@ def test_compiled_layers_tune_windows_with_the_clip_anchor_and_auto_alike(monkey
     torch._dynamo.reset()
     counters.clear()
     settings = TuneSettings(steps=2, learning_rate=1e-2, seed=seed, gradient_checkpointing="auto", window=WINDOW,
-                            compile=True)
+                            window_anchor="clip", compile=True)
     try:
         compiled = tune(model, clip(), text_cond("sd1", 1), settings, TUNE)
         assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"

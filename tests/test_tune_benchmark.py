@@ -166,12 +166,12 @@ def test_motion_module_rows_count_what_each_motion_training_keeps(tmp_path):
 
 def test_rank_and_window_rows_count_what_they_train_and_hold():
     """+rank4+temporal_rank2 trains exactly the LoRA factors and the temporal vectors, in a smaller file and a
-    smaller ComfyUI LoRA; +window2 on a 4-frame clip holds what a 2-frame clip holds (the clip anchor's extra
-    forward keeps no activations), less than the whole 4-frame clip. --memory-only counts the same memory and
-    files without timing."""
+    smaller ComfyUI LoRA; +window2+clip_anchor on a 4-frame clip holds what a 2-frame clip holds (the clip
+    anchor's extra forward keeps no activations), less than the whole 4-frame clip. --memory-only counts the same
+    memory and files without timing."""
     command = [
         sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "4", "--steps", "2",
-        "--edit-steps", "0", "--settings", "blocks", "blocks+rank4+temporal_rank2", "blocks+window2",
+        "--edit-steps", "0", "--settings", "blocks", "blocks+rank4+temporal_rank2", "blocks+window2+clip_anchor",
     ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -191,15 +191,15 @@ def test_rank_and_window_rows_count_what_they_train_and_hold():
     assert low_rank["weights_file_bytes"] < whole["weights_file_bytes"] / 2
     assert low_rank["comfy_lora_file_bytes"] < whole["comfy_lora_file_bytes"] / 2
     assert low_rank["temporal_file_bytes"] < whole["temporal_file_bytes"] / 2
-    windowed, two_frames = results[4, "blocks+window2"], results[2, "blocks"]
+    windowed, two_frames = results[4, "blocks+window2+clip_anchor"], results[2, "blocks"]
     assert abs(windowed["forward_backward_peak_mb"] / two_frames["forward_backward_peak_mb"] - 1) < 0.05
     assert windowed["forward_backward_peak_mb"] < results[4, "blocks"]["forward_backward_peak_mb"]
     assert "as_comfy_lora: ComfyUI LoRA" in finished.stdout
 
     memory_only = subprocess.run([*command[:2], "--frames", "4", "--edit-steps", "0", "--memory-only", "--settings",
-                                  "blocks+window2"], capture_output=True, text=True, timeout=600)
+                                  "blocks+window2+clip_anchor"], capture_output=True, text=True, timeout=600)
     assert memory_only.returncode == 0, memory_only.stderr[-3000:]
-    counted = measured_results(memory_only.stdout)[4, "blocks+window2"]
+    counted = measured_results(memory_only.stdout)[4, "blocks+window2+clip_anchor"]
     for figure in ("peak_mb", "forward_backward_peak_mb", "optimizer_step_peak_mb"):
         assert abs(counted[figure] / windowed[figure] - 1) < 1e-3, figure
     assert (counted["weights_file_bytes"], counted["trainable_params"]) == (

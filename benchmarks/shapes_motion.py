@@ -53,8 +53,10 @@ VARIANTS = {  # None: the image model, every frame sampled alone from fresh nois
     "tav_tuned": Plan(tuned=True),
     "motion_untuned": Plan(**AS_ANIMATEDIFF),
     "motion_lora": Plan(**AS_ANIMATEDIFF, tuned=True),
+    "motion_full": Plan(**AS_ANIMATEDIFF, tuned=True, motion_training="full"),
     "hybrid": Plan(motion_module=True, tuned=True),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "motion_full"]  # the six; motion_full only when named
 T2V_METRICS = ("object_found", "right_object", "consistency", "acceleration", "speed")
 EDIT_METRICS = ("text_alignment", "motion_error", "consistency")
 
@@ -232,9 +234,10 @@ def format_report(summary: dict[str, dict[str, float]], settings: Settings, args
               "inflated_untuned = Inflate UNet as Tune-A-Video (sparse-causal attention, zero temporal layers); "
               "tav_tuned = that, One-Shot Tune'd on the clip (today's pack); motion_untuned = Inflate UNet as "
               "AnimateDiff runs a module (per-frame attention, no temporal layers) with the demo motion module; "
-              "motion_lora = that, One-Shot Tune'd with a motion LoRA (rank 32) beside the to_q deltas; hybrid = "
-              "Tune-A-Video's inflation and temporal layers plus the motion module, One-Shot Tune'd (motion LoRA, "
-              "to_q, temporal layers).", "",
+              "motion_lora = that, One-Shot Tune'd with a motion LoRA (rank 32) beside the to_q deltas; "
+              "motion_full (when run) = the same with every motion-module weight tuned (motion_training full); "
+              "hybrid = Tune-A-Video's inflation and temporal layers plus the motion module, One-Shot Tune'd "
+              "(motion LoRA, to_q, temporal layers).", "",
               "Metrics: right object = frames whose judged colour, shape and background match the caption; "
               "consistency = consecutive frames showing the same judged object; acceleration = mean |c[i+1] - 2c[i] "
               "+ c[i-1]| of the judged centroid (lower is smoother); speed = mean centroid step; transfer error = "
@@ -275,6 +278,10 @@ def target_checks(summary: dict[str, dict[str, float]], low: float, high: float)
                 f"- motion_untuned / motion_lora transfer error: {untuned / error:.1f}x (>= "
                 f"{TARGETS['trajectory_ratio']}): {verdict(untuned / error >= TARGETS['trajectory_ratio'])}",
             ]
+        if "motion_full" in summary:
+            error = summary["motion_full"]["transfer_error"]
+            checks.append(f"- beside the targets, motion_full's transfer error: {error:.2f} px, "
+                          f"{motion['transfer_error'] / error:.1f}x the untuned module's")
     for variant in ("hybrid", "motion_lora"):
         if variant in summary:
             align, error = summary[variant]["edit_text_alignment"], summary[variant]["edit_motion_error"]
@@ -287,7 +294,7 @@ def target_checks(summary: dict[str, dict[str, float]], low: float, high: float)
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_shared_arguments(parser, list(VARIANTS), "shapes_motion.md")
+    add_shared_arguments(parser, DEFAULT_VARIANTS, "shapes_motion.md")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--sheet-edit", default="colour", choices=EDITS, help="the edit the contact sheet shows")
     args = parser.parse_args(argv)

@@ -57,6 +57,7 @@ class Settings:
     learning_rate: float
     ddim_steps: int
     cfg: float
+    resample: int = 0  # TAV Interpolate Frames' RePaint jump-backs per step
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def clip_graph(video: str, caption: str, keyframes: int, variants: list[str], se
                                  gradient_checkpointing="off", precision="auto", trainable="pack"), 0]
         save(variant, [g.add("TAV_InterpolateFrames", model=video_model, keyframes=latents, positive=source,
                              negative=empty, factor=1, mode="interpolate", steps=settings.ddim_steps,
-                             cfg=settings.cfg, seed=seed, resample=0), 0])
+                             cfg=settings.cfg, seed=seed, resample=settings.resample), 0])
     return g.nodes, saves
 
 
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from tav_dev.headless_comfy import ComfyServer, history_error
     from tav_dev.shapes_clips import write_lossless_mp4
 
-    settings = Settings(args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg)
+    settings = Settings(args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg, args.resample)
     variants = args.variants.split(",")
     rows = [*BASELINES, *variants]
     kept, dropped = split_frames(SOURCE_FRAMES)
@@ -260,9 +261,9 @@ def format_report(summary: dict[str, dict[str, float]], per_path: dict[str, dict
         f"{len(dropped)} in-betweens per clip judged against the dropped frames {dropped[0]}, {dropped[1]}, ..., "
         f"{dropped[-1]}. One-Shot Tune {settings.tune_steps} steps at lr {settings.learning_rate:g} on the keyframes "
         f"with the source caption; TAV Interpolate Frames DDIM {settings.ddim_steps} steps, cfg {settings.cfg:g}, "
-        f"resample 0, source caption / empty negative; {seconds / 60:.1f} min. The true centroid moves "
-        f"{step:.2f} px on average from a keyframe to the dropped frame after it (the repeat row's expected centroid "
-        f"error, beside the target's {CENTROID_TOLERANCE:g} px). "
+        f"resample {settings.resample}, source caption / empty negative; {seconds / 60:.1f} min. The true centroid "
+        f"moves {step:.2f} px on average from a keyframe to the dropped frame after it (the repeat row's expected "
+        f"centroid error, beside the target's {CENTROID_TOLERANCE:g} px). "
         f"Command: `{' '.join(['python'] + sys.argv)}`",
         "",
         "| row | right object | object found | one object | two+ objects | centroid error (px) | area error | "
@@ -330,6 +331,7 @@ def target_checks(summary: dict[str, dict[str, float]]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_shared_arguments(parser, list(VARIANTS), "shapes_interpolate.md")
+    parser.add_argument("--resample", type=int, default=0, help="TAV Interpolate Frames' RePaint jump-backs per step")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:

@@ -57,7 +57,7 @@ class Settings:
     learning_rate: float
     ddim_steps: int
     cfg: float
-    resample: int = 0  # TAV Interpolate Frames' RePaint jump-backs per step
+    resample: int  # TAV Interpolate Frames' RePaint jump-backs per step
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,12 @@ class Settings:
     ddim_steps: int
     cfg: float
     resample: int  # TAV Interpolate Frames' RePaint jump-backs per step
+    strengths: tuple[float, ...]  # its inversion_strength values: one row per variant and value
+
+
+def row_name(variant: str, strength: float) -> str:
+    """A variant's row at an inversion_strength: its own name at 1 (the node's default), name@strength below."""
+    return variant if strength == 1.0 else f"{variant}@{strength:g}"
 
 
 @dataclass(frozen=True)
@@ -173,9 +179,11 @@ def clip_graph(video: str, caption: str, keyframes: int, variants: list[str], se
             video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents, conditioning=source,
                                  steps=settings.tune_steps, learning_rate=settings.learning_rate, seed=seed,
                                  gradient_checkpointing="off", precision="auto", trainable="pack"), 0]
-        save(variant, [g.add("TAV_InterpolateFrames", model=video_model, keyframes=latents, positive=source,
-                             negative=empty, factor=1, mode="interpolate", steps=settings.ddim_steps,
-                             cfg=settings.cfg, seed=seed, resample=settings.resample), 0])
+        for strength in settings.strengths:
+            save(row_name(variant, strength), [g.add(
+                "TAV_InterpolateFrames", model=video_model, keyframes=latents, positive=source, negative=empty,
+                factor=1, mode="interpolate", steps=settings.ddim_steps, cfg=settings.cfg, seed=seed,
+                resample=settings.resample, inversion_strength=strength), 0])
     return g.nodes, saves
 
 
@@ -189,9 +197,11 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from tav_dev.headless_comfy import ComfyServer, history_error
     from tav_dev.shapes_clips import write_lossless_mp4
 
-    settings = Settings(args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg, args.resample)
+    settings = Settings(args.tune_steps, args.learning_rate, args.ddim_steps, args.cfg, args.resample,
+                        args.inversion_strengths)
     variants = args.variants.split(",")
-    rows = [*BASELINES, *variants]
+    generated = [row_name(variant, strength) for variant in variants for strength in settings.strengths]
+    rows = [*BASELINES, *generated]
     kept, dropped = split_frames(SOURCE_FRAMES)
     scores = defaultdict(list)  # row -> [FrameScore], pooled over clips
     by_path = defaultdict(list)  # (row, path) -> [FrameScore]
@@ -218,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             decoded_keys = read_frames(server.output_files(history, saves["keyframes"]))
             whole = {"repeat": interleave(decoded_keys, repeat_inbetweens(decoded_keys)),
                      "blend": interleave(decoded_keys, read_frames(server.output_files(history, saves["blend"])))}
-            whole |= {variant: read_frames(server.output_files(history, saves[variant])) for variant in variants}
+            whole |= {row: read_frames(server.output_files(history, saves[row])) for row in generated}
             if number == 0:
                 sheet_rows.append((f"source, frames 0-{2 * len(kept) - 2}: {clip.caption}",
                                    clip.frames[: 2 * len(kept) - 1]))
@@ -261,7 +271,8 @@ def format_report(summary: dict[str, dict[str, float]], per_path: dict[str, dict
         f"{len(dropped)} in-betweens per clip judged against the dropped frames {dropped[0]}, {dropped[1]}, ..., "
         f"{dropped[-1]}. One-Shot Tune {settings.tune_steps} steps at lr {settings.learning_rate:g} on the keyframes "
         f"with the source caption; TAV Interpolate Frames DDIM {settings.ddim_steps} steps, cfg {settings.cfg:g}, "
-        f"resample {settings.resample}, source caption / empty negative; {seconds / 60:.1f} min. The true centroid "
+        f"resample {settings.resample}, inversion_strength {', '.join(f'{v:g}' for v in settings.strengths)}, "
+        f"source caption / empty negative; {seconds / 60:.1f} min. The true centroid "
         f"moves {step:.2f} px on average from a keyframe to the dropped frame after it (the repeat row's expected "
         f"centroid error, beside the target's {CENTROID_TOLERANCE:g} px). "
         f"Command: `{' '.join(['python'] + sys.argv)}`",
@@ -285,7 +296,9 @@ def format_report(summary: dict[str, dict[str, float]], per_path: dict[str, dict
               "VAE); blend = the mean of the two neighbouring keyframes' latents (stock Latent From Batch and Latent "
               "Blend 0.5), decoded; untuned = Inflate UNet (sparse-causal attention, temporal layers, per-frame "
               "GroupNorm) -> TAV Interpolate Frames; tuned = the same One-Shot Tune'd on the 8 keyframes first; "
-              "tuned_pseudo3d = Inflate UNet with temporal_conv pseudo3d, tuned, interpolated.", "",
+              "tuned_pseudo3d = Inflate UNet with temporal_conv pseudo3d, tuned, interpolated; a row's @s = "
+              "TAV Interpolate Frames at inversion_strength s (the new frames start from the keyframe blend noised "
+              "to that level), no @ = 1.", "",
               "Metrics, over every generated in-between of every clip: right object = the judged colour, shape and "
               "background are the source's; object found = the judge finds an object; one object / two+ objects = "
               "separate object regions the judge's threshold finds (a blend of two positions may show two half "
@@ -304,22 +317,23 @@ def target_checks(summary: dict[str, dict[str, float]]) -> list[str]:
         return "met" if ok else "NOT met"
 
     checks = []
-    tuned = summary.get("tuned")
-    if tuned is None:
+    tuned_rows = [row for row in summary if row == "tuned" or row.startswith("tuned@")]
+    if not tuned_rows:
         checks.append("- tuned was not run: no verdict")
-    else:
-        right, error, spot = tuned["right_object"], tuned["centroid_error"], tuned["on_the_spot"]
+    for row in tuned_rows:
+        values = summary[row]
+        right, error, spot = values["right_object"], values["centroid_error"], values["on_the_spot"]
         checks += [
-            f"- tuned in-betweens right object {fmt(right)} (>= {TARGETS['right_object']}): "
+            f"- {row} in-betweens right object {fmt(right)} (>= {TARGETS['right_object']}): "
             f"{verdict(right >= TARGETS['right_object'])}",
-            f"- tuned centroid error {fmt(error, 2)} px (<= {TARGETS['centroid_error']:g}): "
+            f"- {row} centroid error {fmt(error, 2)} px (<= {TARGETS['centroid_error']:g}): "
             f"{verdict(error <= TARGETS['centroid_error'])}",
-            f"- tuned in-betweens right and within {CENTROID_TOLERANCE:g} px {fmt(spot)} (>= "
+            f"- {row} in-betweens right and within {CENTROID_TOLERANCE:g} px {fmt(spot)} (>= "
             f"{TARGETS['right_object']}, the stricter reading): {verdict(spot >= TARGETS['right_object'])}",
         ]
         for baseline in BASELINES:
             other = summary[baseline]["centroid_error"]
-            checks.append(f"- tuned centroid error below {baseline}'s ({fmt(error, 2)} vs {fmt(other, 2)} px): "
+            checks.append(f"- {row} centroid error below {baseline}'s ({fmt(error, 2)} vs {fmt(other, 2)} px): "
                           f"{verdict(error < other or (math.isnan(other) and not math.isnan(error)))}")
     blend = summary["blend"]
     checks.append(f"- as judged, the blend's in-betweens show two or more objects in {fmt(blend['two_or_more'])}, "
@@ -328,10 +342,20 @@ def target_checks(summary: dict[str, dict[str, float]]) -> list[str]:
     return checks
 
 
+def strength_list(text: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in text.split(","))
+    if not all(0.01 <= value <= 1.0 for value in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct values in 0.01 .. 1")
+    return values
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_shared_arguments(parser, list(VARIANTS), "shapes_interpolate.md")
     parser.add_argument("--resample", type=int, default=0, help="TAV Interpolate Frames' RePaint jump-backs per step")
+    parser.add_argument("--inversion-strengths", type=strength_list, default=(1.0,),
+                        help="TAV Interpolate Frames' inversion_strength, comma-separated (one row per variant and "
+                        "value, all from the same tuned model): e.g. 1,0.5")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:

@@ -28,6 +28,17 @@ def ddim_sigmas(model, steps: int) -> torch.Tensor:
     return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), SCHEDULER, steps).cpu()
 
 
+def strength_sigmas(model, steps: int, strength: float, node: str) -> tuple[int, torch.Tensor]:
+    """(start_at_step, descending sigmas from there to 0): an inversion at `strength` walks the last
+    round(strength * steps) steps of the sampling schedule (at least one), so sampling starts that far up."""
+    if not 0 < strength <= 1:
+        raise TAVInputError(node, "inversion_strength", f"{strength}: use a value in (0, 1].")
+    sigmas = ddim_sigmas(model, steps)
+    total = len(sigmas) - 1
+    start_at_step = total - max(1, round(total * strength))
+    return start_at_step, sigmas[start_at_step:]
+
+
 def sample_ddim_inversion(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """k-diffusion-style sampler function: walks the clean latent x up the (flipped) DDIM schedule."""
     extra_args = {} if extra_args is None else extra_args
@@ -77,18 +88,14 @@ def invert_video(
     samples = require_video_latent(model, latent, node, "latents", window)
     check_window(window, overlap, samples.shape[0], node)
     check_hint_counts(conditioning, samples.shape[0], node, "conditioning")
-    if not 0 < strength <= 1:
-        raise TAVInputError(node, "inversion_strength", f"{strength}: use a value in (0, 1].")
+    start_at_step, descending = strength_sigmas(model, steps, strength, node)
     model = in_windows(model, window, overlap)
-    sigmas = ddim_sigmas(model, steps)
-    total = len(sigmas) - 1
-    inverted = max(1, round(total * strength))
-    descending = sigmas[total - inverted:]
     inverted_samples = run_inversion(
-        model, samples, conditioning, descending, cancellable(latent_preview.prepare_callback(model, inverted))
+        model, samples, conditioning, descending,
+        cancellable(latent_preview.prepare_callback(model, len(descending) - 1)),
     )
     record = InversionRecord(
-        steps=steps, start_at_step=total - inverted, sigmas=tuple(descending.tolist()),
+        steps=steps, start_at_step=start_at_step, sigmas=tuple(descending.tolist()),
         shape=tuple(inverted_samples.shape),
     )
     remember_inversion(inverted_samples, record)

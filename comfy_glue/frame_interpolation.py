@@ -24,6 +24,10 @@ Measured as above: 11 of 12 in-betweens right at 1.1 px, against 3 of 12 at 29 p
 (and RePaint's jump-backs, whose fresh noise washes that layout out, fared worse there: 9 of 12 at 9.5 px
 with resample 2). Slerp, not an average, keeps the noise's norm. Past the last keyframe (extend) the blend
 goes from the last keyframe's noise towards fresh seeded noise, the further the frame is from it.
+
+An inversion_strength below 1 inverts the keyframes only that far up the schedule and starts sampling there
+(SDEdit): a new frame then begins as the blend of its neighbouring keyframes' latents noised to that level, so
+the blend's placement survives and the model only has to make one whole object of its two half ones.
 """
 
 from dataclasses import dataclass
@@ -38,7 +42,7 @@ from tqdm.auto import tqdm
 from ..tav_core.ddim import ddim_step
 from ..tav_core.errors import TAVInputError
 from ..tav_core.frame_interpolation import FrameLayout, Mode, frame_layout, renoise, repaint_moves, slerp
-from .ddim_editing import cancellable, ddim_sigmas, inversion_sigmas, run_inversion
+from .ddim_editing import cancellable, inversion_sigmas, run_inversion, strength_sigmas
 from .input_checks import require_inflated, require_video_latent
 from .inversion_record import INVERSION_KEY, InversionRecord
 from .motion_injection import check_frame_limit
@@ -65,17 +69,19 @@ class Interpolation:
     cfg: float
     seed: int
     resample: int
+    strength: float  # how far up the schedule the keyframes are inverted and the new frames start (1: all of it)
 
 
 def interpolate_frames(
     model, keyframes: dict, positive: list, negative: list, settings: Interpolation, inverted: dict | None, node: str
 ) -> dict:
     samples, layout = check_request(model, keyframes, positive, negative, settings, node)
+    start_at_step, sigmas = strength_sigmas(model, settings.steps, settings.strength, node)
     if inverted is None:
         show_on_node(f"Inverting {samples.shape[0]} keyframes")
-        hold = invert_keyframes(model, samples, without_control(positive), settings.steps)
+        hold = invert_keyframes(model, samples, without_control(positive), sigmas)
     else:
-        hold = hold_from_inversion(model, samples, inverted, settings.steps, node)
+        hold = hold_from_inversion(model, samples, inverted, settings.steps, start_at_step, node)
     latent_image, noise, mask = starting_point(samples, hold, layout, settings.seed)
     show_on_node(f"Generating {len(layout.new_frames)} new frames")
     sampler = comfy.samplers.KSAMPLER(sample_holding_keyframes, extra_options={
@@ -114,9 +120,9 @@ def without_control(conditioning: list) -> list:
     return [[embedding, {k: v for k, v in options.items() if k != "control"}] for embedding, options in conditioning]
 
 
-def invert_keyframes(model, samples: torch.Tensor, conditioning: list, steps: int) -> KeyframeHold:
-    """DDIM-invert the keyframes (as one video) and keep every step's latent: the exact path they are held to."""
-    sigmas = ddim_sigmas(model, steps)
+def invert_keyframes(model, samples: torch.Tensor, conditioning: list, sigmas: torch.Tensor) -> KeyframeHold:
+    """DDIM-invert the keyframes (as one video) up the descending `sigmas` and keep every step's latent: the exact
+    path they are held to."""
     path = []
     preview = latent_preview.prepare_callback(model, len(sigmas) - 1)
 
@@ -130,7 +136,9 @@ def invert_keyframes(model, samples: torch.Tensor, conditioning: list, steps: in
     return KeyframeHold(sigmas, (descending - clean) / sigmas[:-1].view(-1, 1, 1, 1, 1))
 
 
-def hold_from_inversion(model, samples: torch.Tensor, inverted: dict, steps: int, node: str) -> KeyframeHold:
+def hold_from_inversion(
+    model, samples: torch.Tensor, inverted: dict, steps: int, start_at_step: int, node: str
+) -> KeyframeHold:
     """An inverted LATENT carries only its end point: the keyframes then follow the straight line from it."""
     record = InversionRecord.of(inverted)
     if record is None:
@@ -140,6 +148,12 @@ def hold_from_inversion(model, samples: torch.Tensor, inverted: dict, steps: int
         )
     end = inverted["samples"]
     sigmas = inversion_sigmas(model, end, record, steps, node, INVERTED_INPUT)
+    if record.start_at_step != start_at_step:
+        raise TAVInputError(
+            node, "inversion_strength", f"it starts sampling at step {start_at_step}, but {INVERTED_INPUT} was "
+            f"inverted to start at step {record.start_at_step}.",
+            "Set inversion_strength to the one DDIM Invert Video used.",
+        )
     if record.shape[0] != samples.shape[0]:
         raise TAVInputError(
             node, INVERTED_INPUT, f"its inversion record has {record.shape[0]} frames, but keyframes has "

@@ -78,6 +78,16 @@ class InterpolateFrames(io.ComfyNode):
                         "empty to invert here and hold the keyframes on their exact per-step path."
                     ),
                 ),
+                io.Float.Input(
+                    "inversion_strength", default=1.0, min=0.01, max=1.0, step=0.01,
+                    tooltip=(
+                        "How far up the noise schedule the keyframes are inverted and the new frames start. 1: "
+                        "from (almost) pure noise, the new frames' layout generated. Lower: each new frame starts "
+                        "from the blend of its neighbouring keyframes, noised to that level (SDEdit), keeping the "
+                        "blend's placement while the model repairs its two half objects; only that share of the "
+                        "steps runs. With inverted_keyframes connected, use the strength it was inverted with."
+                    ),
+                ),
             ],
             outputs=[
                 io.Latent.Output(
@@ -89,17 +99,20 @@ class InterpolateFrames(io.ComfyNode):
     @classmethod
     def validate_inputs(
         cls, factor: int | None = None, steps: int | None = None, cfg: float | None = None,
-        seed: int | None = None, resample: int | None = None,
+        seed: int | None = None, resample: int | None = None, inversion_strength: float | None = None,
     ) -> bool | str:
-        numbers = {"factor": factor, "steps": steps, "cfg": cfg, "seed": seed, "resample": resample}
+        numbers = {"factor": factor, "steps": steps, "cfg": cfg, "seed": seed, "resample": resample,
+                   "inversion_strength": inversion_strength}
         return validation_result(lambda: check_numbers(cls, numbers))
 
     @classmethod
     def execute(
         cls, model, keyframes, positive, negative, factor: int, mode: str, steps: int, cfg: float, seed: int,
-        resample: int, inverted_keyframes=None,
+        resample: int, inverted_keyframes=None, inversion_strength: float = 1.0,
     ) -> io.NodeOutput:
-        check_numbers(cls, {"factor": factor, "steps": steps, "cfg": cfg, "seed": seed, "resample": resample})
-        settings = Interpolation(factor, Mode(mode), steps, cfg, seed, resample)
+        numbers = {"factor": factor, "steps": steps, "cfg": cfg, "seed": seed, "resample": resample,
+                   "inversion_strength": inversion_strength}
+        check_numbers(cls, numbers)
+        settings = Interpolation(factor, Mode(mode), steps, cfg, seed, resample, inversion_strength)
         result = interpolate_frames(model, keyframes, positive, negative, settings, inverted_keyframes, NODE)
         return io.NodeOutput(result)

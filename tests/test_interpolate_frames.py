@@ -45,11 +45,13 @@ def model():
 
 
 def interpolate(
-    model, latent, factor=1, mode="interpolate", steps=4, cfg=3.0, seed=0, resample=0, inverted=None, conds=None
+    model, latent, factor=1, mode="interpolate", steps=4, cfg=3.0, seed=0, resample=0, inverted=None, conds=None,
+    strength=1.0,
 ):
     positive, negative = conds or (text_cond("sd1", 1), text_cond("sd1", 2))
     out = InterpolateFrames.execute(
-        model, latent, positive, negative, factor, mode, steps, cfg, seed, resample, inverted_keyframes=inverted
+        model, latent, positive, negative, factor, mode, steps, cfg, seed, resample, inverted_keyframes=inverted,
+        inversion_strength=strength,
     )
     return out.result[0]
 
@@ -156,12 +158,34 @@ def test_a_given_inversion_is_used_with_its_schedule(model):
     latent, steps = keyframes(), 4
     inverted = invert(model, latent, steps, strength=0.5)
     recorder, calls = recording(model)
-    out = interpolate(recorder, latent, steps=steps, inverted=inverted)["samples"]
+    out = interpolate(recorder, latent, steps=steps, inverted=inverted, strength=0.5)["samples"]
     sampling = [x for x, _ in calls if x.shape[0] % 5 == 0]
     assert len(sampling) == 2 and not [x for x, _ in calls if x.shape[0] == KEYS]  # no second inversion
     first = sampling[0].split(5)[-1][[0, 2, 4]]
     torch.testing.assert_close(first, model.model.process_latent_in(inverted["samples"]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[[0, 2, 4]], latent["samples"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_lower_strength_starts_the_new_frames_from_the_noised_blend_of_their_neighbours(model):
+    """inversion_strength 0.5 of 4 steps: 2 inversion and 2 sampling steps. At the first sampling step the
+    keyframes sit at their inversion latent for that level, and each new frame at the blend of its neighbours'
+    clean latents plus the slerp of their inverted noise, at the same level (SDEdit of the blend)."""
+    latent, steps = keyframes(), 4
+    recorder, calls = recording(model)
+    out = interpolate(recorder, latent, steps=steps, strength=0.5)["samples"]
+    sampling = [(x, sigma) for x, sigma in calls if x.shape[0] % 5 == 0]
+    assert len([x for x, _ in calls if x.shape[0] == KEYS]) == 2 and len(sampling) == 2
+    first, sigma = sampling[0][0].split(5)[-1], sampling[0][1]
+    to_model = model.model.process_latent_in
+    clean = to_model(latent["samples"])
+    held = to_model(invert(model, latent, steps, strength=0.5)["samples"])
+    torch.testing.assert_close(first[[0, 2, 4]], held, atol=1e-5, rtol=1e-5)
+    noise = (held - clean) / sigma
+    for k, position in enumerate((1, 3)):
+        start = torch.lerp(clean[k], clean[k + 1], 0.5) + sigma * slerp(noise[k], noise[k + 1], 0.5)
+        torch.testing.assert_close(first[position], start, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[[0, 2, 4]], latent["samples"], atol=1e-5, rtol=1e-5)
+    assert relative(out[[1, 3]], torch.lerp(latent["samples"][:2], latent["samples"][1:], 0.5)) > 1e-3
 
 
 def test_seed_matters_only_where_fresh_noise_is_drawn(model):
@@ -203,6 +227,8 @@ def test_bad_inputs_are_refused_with_node_and_input_before_any_work(model):
         with pytest.raises(TAVInputError, match=f"{NODE}: input 'factor': {factor} is outside 1 .. 4"):
             interpolate(model, keyframes(), factor=factor)
     assert InterpolateFrames.validate_inputs(factor=4, steps=10, cfg=7.5, seed=1, resample=3) is True
+    message = InterpolateFrames.validate_inputs(inversion_strength=1.5)
+    assert isinstance(message, str) and message.startswith(f"{NODE}: input 'inversion_strength'")
     recorder, calls = recording(model)
     one = {"samples": keyframes()["samples"][:1]}
     cases = [
@@ -216,6 +242,10 @@ def test_bad_inputs_are_refused_with_node_and_input_before_any_work(model):
          "input 'inverted_keyframes': its inversion record has 2 frames, but keyframes has 3"),
         (recorder, keyframes(), {"inverted": invert(model, keyframes(), 4), "steps": 5},
          "input 'steps': 5, but the latent was inverted with 4 steps"),
+        (recorder, keyframes(), {"inverted": invert(model, keyframes(), 4, strength=0.5)},
+         "input 'inversion_strength': it starts sampling at step 0, but inverted_keyframes was inverted to start "
+         "at step 2"),
+        (recorder, keyframes(), {"strength": 0.0}, r"input 'inversion_strength': 0.0 is outside 0.01 .. 1.0"),
     ]
     calls.clear()
     for patcher, latent, options, message in cases:

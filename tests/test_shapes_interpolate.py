@@ -64,13 +64,15 @@ def test_short_shapes_interpolate_case(tmp_path):
     out = tmp_path / "shapes_interpolate.md"
     variants = ["untuned", "tuned"]
     summary = shapes_interpolate.main(["--clips", "1", "--variants", ",".join(variants), "--tune-steps", "3",
-                                       "--ddim-steps", "4", "--resample", "1", "--out", str(out),
+                                       "--ddim-steps", "4", "--resample", "1", "--inversion-strengths", "1,0.5",
+                                       "--out", str(out),
                                        "--workdir", str(tmp_path / "comfyui")])
     report = out.read_text()
-    rows = [*shapes_interpolate.BASELINES, *variants]
+    rows = [*shapes_interpolate.BASELINES, "untuned", "untuned@0.5", "tuned", "tuned@0.5"]
     assert all(f"| {row} |" in report for row in rows) and "Targets:" in report, report
-    assert "resample 1," in report, "the jump-backs reach the interpolation node"
-    assert "tuned in-betweens right object" in report and "below repeat's" in report and "below blend's" in report
+    assert "resample 1," in report and "inversion_strength 1, 0.5," in report, "both settings reach the node"
+    for row in ("tuned", "tuned@0.5"):
+        assert f"- {row} in-betweens right object" in report and f"- {row} centroid error below blend's" in report
     sheet = cv2.imread(str(out.with_suffix(".png")))
     assert sheet.shape[0] == 28 + (1 + len(rows)) * 64  # source row + one row per baseline and variant
     assert sheet.shape[1] == 220 + 15 * 64  # label + 15 frames

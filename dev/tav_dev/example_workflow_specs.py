@@ -536,7 +536,7 @@ def interpolate_workflow() -> Workflow:
     g.reroute("r_empty_interpolate", (1980, 770))
     g.add(Node("interpolate", "TAV_InterpolateFrames", (INVERT_X, INVERT_Y - 60), {
               "factor": 1, "mode": "interpolate", "steps": 50, "cfg": 7.5, "seed": 0,
-              "control_after_generate": "fixed", "resample": 0}, width=260),
+              "control_after_generate": "fixed", "resample": 0, "inversion_strength": 1.0}, width=260),
           Node("decode", "VAEDecode", (INVERT_X + 320, INVERT_Y - 60), width=160),
           Node("make_video", "CreateVideo", (INVERT_X + 540, INVERT_Y - 60), {"fps": 24.0}, width=220),
           Node("save", "SaveVideo", (INVERT_X + 820, INVERT_Y - 60),

@@ -8,6 +8,8 @@
         --steps 1 --edit-steps 0 --settings blocks+bf16      # a GPU's tensor memory, counted on the CPU
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 96 --size 512 \
         --edit-steps 0 --memory-only --settings blocks+bf16+window24   # the counted tune alone, no timing
+    .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --frames 24 --size 512 --steps 3 \
+        --edit-steps 0 --time-only --settings blocks+bf16 blocks+bf16+pseudo3d   # the timed tune alone, no counting
     .venv/bin/python benchmarks/tune_benchmark.py --unet sd15 --weights fp16 --motion-module v2 --frames 4 6 \
         --size 512 --steps 1 --edit-steps 0 --extrapolate-frames 16 \
         --settings blocks+bf16+motion_lora blocks+bf16+motion_full   # with an AnimateDiff v2-shaped module
@@ -177,7 +179,7 @@ def worker(args: argparse.Namespace) -> dict:
     with torch.inference_mode():
         if args.memory_only:
             return memory_only(model, latent, conditioning, settings, build_s)
-        step_flops = count_step_flops(model, latent, conditioning, settings)
+        step_flops = float("nan") if args.time_only else count_step_flops(model, latent, conditioning, settings)
         comfy.model_management.soft_empty_cache()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -198,7 +200,8 @@ def worker(args: argparse.Namespace) -> dict:
         } if device.type == "cuda" else {
             # The process's peak so far (comparable with the reference's), then the counted run (profiled, so later).
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            **count_tensor_peak(model, latent, conditioning, settings)[0],
+            **({"peak_mb": float("nan")} if args.time_only
+               else count_tensor_peak(model, latent, conditioning, settings)[0]),
         }
         edit = measure_edit(result.model, latent, conditioning, args.edit_steps, args.repeats) \
             if args.edit_steps else {}
@@ -473,6 +476,9 @@ def main() -> None:
                         help="also time the reference implementation (needs scripts/reference_env.sh first)")
     parser.add_argument("--memory-only", action="store_true",
                         help="CPU: count the peak tensor memory only (no timed steps, no FLOP count)")
+    parser.add_argument("--time-only", action="store_true",
+                        help="CPU: the timed tune alone (no FLOP count, no counted memory), for sizes where every "
+                        "step is many minutes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--setting", default="blocks", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -483,6 +489,9 @@ def main() -> None:
             parser.error(f"--settings {error}")
     if args.memory_only and (args.gpu or args.edit_steps or args.reference):
         parser.error("--memory-only counts CPU tune memory alone: drop --gpu, --reference and use --edit-steps 0")
+    if args.time_only and (args.gpu or args.edit_steps or args.reference or args.memory_only):
+        parser.error("--time-only times the CPU tune alone: drop --gpu, --reference, --memory-only and use "
+                     "--edit-steps 0")
     if args.worker:
         args.frames, args.size = args.frames[0], args.size[0]
         print(json.dumps(worker(args)))
@@ -499,6 +508,7 @@ def main() -> None:
                     "--repeats", str(args.repeats), "--edit-steps", str(args.edit_steps if index == 0 else 0),
                     "--weights", args.weights, "--motion-module", args.motion_module,
                     *(["--gpu"] if args.gpu else []), *(["--memory-only"] if args.memory_only else []),
+                    *(["--time-only"] if args.time_only else []),
                 ]
                 finished = subprocess.run(command, capture_output=True, text=True)
                 if finished.returncode != 0:  # e.g. out of memory: say so in the table and go on

@@ -168,7 +168,7 @@ def test_rank_and_window_rows_count_what_they_train_and_hold():
     """+rank4+temporal_rank2 trains exactly the LoRA factors and the temporal vectors, in a smaller file and a
     smaller ComfyUI LoRA; +window2+clip_anchor on a 4-frame clip holds what a 2-frame clip holds (the clip
     anchor's extra forward keeps no activations), less than the whole 4-frame clip. --memory-only counts the same
-    memory and files without timing."""
+    memory and files without timing, --time-only times the steps without counting."""
     command = [
         sys.executable, str(REPO / "benchmarks" / "tune_benchmark.py"), "--frames", "2", "4", "--steps", "2",
         "--edit-steps", "0", "--settings", "blocks", "blocks+rank4+temporal_rank2", "blocks+window2+clip_anchor",
@@ -205,6 +205,14 @@ def test_rank_and_window_rows_count_what_they_train_and_hold():
     assert (counted["weights_file_bytes"], counted["trainable_params"]) == (
         windowed["weights_file_bytes"], windowed["trainable_params"])
     assert counted["median_step_s"] != counted["median_step_s"]  # nan: no step was timed
+
+    time_only = subprocess.run([*command[:2], "--frames", "2", "--steps", "3", "--edit-steps", "0", "--time-only",
+                                "--settings", "blocks"], capture_output=True, text=True, timeout=600)
+    assert time_only.returncode == 0, time_only.stderr[-3000:]
+    timed = measured_results(time_only.stdout)[2, "blocks"]
+    assert timed["median_step_s"] > 0 and (timed["weights_file_bytes"], timed["trainable_params"]) == (
+        whole["weights_file_bytes"], whole["trainable_params"])
+    assert timed["peak_mb"] != timed["peak_mb"] and timed["step_tflop"] != timed["step_tflop"]  # nan: not counted
 
 
 def measured_results(output: str) -> dict:

@@ -85,7 +85,10 @@ class InterpolateFrames(io.ComfyNode):
                         "from (almost) pure noise, the new frames' layout generated. Lower: each new frame starts "
                         "from the blend of its neighbouring keyframes, noised to that level (SDEdit), keeping the "
                         "blend's placement while the model repairs its two half objects; only that share of the "
-                        "steps runs. With inverted_keyframes connected, use the strength it was inverted with."
+                        "steps runs. 0.3-0.5 suits small motions between keyframes (shapes demo, new clips: 0.44 px "
+                        "centroid error at 0.3 against 0.69 at 1); keep 1 for wide gaps and for extend, whose "
+                        "blend is the last keyframe itself. With inverted_keyframes connected, use the strength it "
+                        "was inverted with."
                     ),
                 ),
             ],

@@ -79,7 +79,7 @@ class InterpolateFrames(io.ComfyNode):
                     ),
                 ),
                 io.Float.Input(
-                    "inversion_strength", default=1.0, min=0.01, max=1.0, step=0.01,
+                    "inversion_strength", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
                     tooltip=(
                         "How far up the noise schedule the keyframes are inverted and the new frames start. 1: "
                         "from (almost) pure noise, the new frames' layout generated. Lower: each new frame starts "

@@ -284,7 +284,8 @@ def test_progress_and_cancel(model, cancel_at):
 
 
 def test_interpolation_runs_on_a_real_server(tmp_path):
-    """Demo model -> Inflate UNet -> TAV Interpolate Frames on three keyframes of a shapes-world clip."""
+    """Demo model -> Inflate UNet -> TAV Interpolate Frames on three keyframes of a shapes-world clip, from an API
+    prompt written before inversion_strength existed (optional, so such prompts still run at its default)."""
     from PIL import Image
 
     clip = random_clip(5, frames=3, path="linear")
@@ -312,7 +313,7 @@ def test_interpolation_runs_on_a_real_server(tmp_path):
     with server.start():
         info = server.get("/object_info")["TAV_InterpolateFrames"]
         inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
-        assert "inverted_keyframes" in info["input"].get("optional", {})
+        assert {"inverted_keyframes", "inversion_strength"} <= set(info["input"].get("optional", {}))
         assert all(len(spec) > 1 and spec[1].get("tooltip") for spec in inputs.values()), inputs
         entry = server.run_prompt(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/shapes_interpolate.py               # 8 clips x 3 variants
     .venv/bin/python benchmarks/shapes_interpolate.py --clips 1 --variants untuned,tuned --tune-steps 10
+    .venv/bin/python benchmarks/shapes_interpolate.py --variants tuned --inversion-strengths 1,0.3 --first-seed 9
 
 Every clip (seeds below 1,000,000, 16 frames, paths linear/diagonal/arc/bounce in turn) loses every other frame:
 frames 0, 2, ..., 14 are kept as 8 keyframes, frames 1, 3, ..., 13 are the truth the in-betweens are judged

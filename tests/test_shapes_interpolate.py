@@ -60,6 +60,21 @@ def test_a_blend_of_two_far_apart_positions_shows_two_half_objects_and_an_empty_
     assert math.isnan(score.centroid_error) and math.isnan(score.area_error)
 
 
+def test_each_inversion_strength_gets_its_own_interpolation_of_one_tuned_model():
+    settings = shapes_interpolate.Settings(3, 3e-4, 4, 2.0, 0, (1.0, 0.5))
+    nodes, saves = shapes_interpolate.clip_graph("clip.mp4", "a red square", 8, ["untuned", "tuned"], settings, 1)
+    interpolations = {node_id: node["inputs"] for node_id, node in nodes.items()
+                      if node["class_type"] == "TAV_InterpolateFrames"}
+    assert sorted(inputs["inversion_strength"] for inputs in interpolations.values()) == [0.5, 0.5, 1.0, 1.0]
+    tunes = [node_id for node_id, node in nodes.items() if node["class_type"] == "TAV_OneShotTune"]
+    assert len(tunes) == 1 and [inputs["model"][0] for inputs in interpolations.values()].count(tunes[0]) == 2, \
+        "both strengths of a variant share its one tuned model"
+    for row, strength in (("untuned", 1.0), ("untuned@0.5", 0.5), ("tuned", 1.0), ("tuned@0.5", 0.5)):
+        decode = nodes[saves[row]]["inputs"]["images"][0]
+        interpolation = nodes[decode]["inputs"]["samples"][0]
+        assert interpolations[interpolation]["inversion_strength"] == strength, row
+
+
 def test_short_shapes_interpolate_case(tmp_path):
     out = tmp_path / "shapes_interpolate.md"
     variants = ["untuned", "tuned"]

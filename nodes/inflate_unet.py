@@ -89,8 +89,8 @@ class InflateUNet(io.ComfyNode):
                         "clip's ends) after every 3x3 convolution of the ResNet blocks. It starts as an exact "
                         "identity, is learned by One-Shot Tune and travels in the tuned-weights file; it adds many "
                         "parameters (133M for SD1.5: tuning 24 frames at 512x512 in bf16 with blocks checkpointing "
-                        "needs about 9.1 GB instead of 7.1, each step 1.16x as long on a CPU) and cannot be saved in the "
-                        "reference format."
+                        "needs about 9.1 GB instead of 7.1, each step 1.16x as long on a CPU) and cannot be saved in "
+                        "the reference format."
                     ),
                 ),
             ],

@@ -1,11 +1,13 @@
 """The UI -> API workflow conversion: reroutes, muted nodes and refusals (its agreement with the frontend is
-checked, workflow by workflow, in test_example_workflows.py)."""
+checked, workflow by workflow, in test_example_workflows.py), and the server harness's one process per server."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from tav_dev.comfy_server import workflow_to_prompt
+from tav_dev.comfy_server import make_server, workflow_to_prompt
 
 DEMO = Path(__file__).resolve().parents[1] / "example_workflows" / "tuneavideo_demo_shapes.json"
 OBJECT_INFO = {  # the parts of /object_info the demo's loader and first text encoder need
@@ -86,3 +88,18 @@ def test_bypassed_and_unknown_nodes_are_refused():
         workflow_to_prompt(workflow, OBJECT_INFO)
     with pytest.raises(ValueError, match="unknown type 'LoadVideo'"):
         workflow_to_prompt(demo_subgraph(), {k: v for k, v in OBJECT_INFO.items() if k != "LoadVideo"})
+
+
+def test_a_running_server_is_not_started_twice(tmp_path):
+    """`with server.start():` once started a second main.py whose first one stop() never ended (a leaked server
+    for the rest of the suite): a second start is refused and stop() ends the one process there is."""
+    server = make_server(tmp_path)
+    server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = server.process
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            server.start()
+        assert server.process is running
+    finally:
+        server.stop()
+    assert running.poll() is not None

@@ -310,7 +310,7 @@ def test_interpolation_runs_on_a_real_server(tmp_path):
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
     }
-    with server.start():
+    with server:
         info = server.get("/object_info")["TAV_InterpolateFrames"]
         inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
         assert {"inverted_keyframes", "inversion_strength"} <= set(info["input"].get("optional", {}))

@@ -45,6 +45,10 @@ class ComfyServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> "ComfyServer":
+        if self.process and self.process.poll() is None:
+            # A second main.py would replace self.process, and stop() would never end the first one.
+            raise RuntimeError(f"ComfyUI is already running on port {self.port}: use `with server:` or start(), "
+                               "not both")
         for name in ("output", "input", "temp", "user"):
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         command = [

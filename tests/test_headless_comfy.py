@@ -91,8 +91,8 @@ def test_bypassed_and_unknown_nodes_are_refused():
 
 
 def test_a_running_server_is_not_started_twice(tmp_path):
-    """`with server.start():` once started a second main.py whose first one stop() never ended (a leaked server
-    for the rest of the suite): a second start is refused and stop() ends the one process there is."""
+    """A second start (e.g. `with server.start():`) would launch a second main.py and leave the first one running
+    past stop(), for the rest of the suite: it is refused, and stop() ends the one process there is."""
     server = make_server(tmp_path)
     server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     running = server.process

@@ -103,3 +103,11 @@ def test_a_running_server_is_not_started_twice(tmp_path):
     finally:
         server.stop()
     assert running.poll() is not None
+
+
+def test_a_server_that_does_not_answer_in_time_is_stopped(tmp_path):
+    """`with server:` never reaches stop() when start() raises, so start() ends what it launched itself."""
+    server = make_server(tmp_path)
+    with pytest.raises(TimeoutError, match="did not answer within 0s"):
+        server.start(timeout=0)
+    assert server.process.poll() is not None

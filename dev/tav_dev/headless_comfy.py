@@ -73,6 +73,7 @@ class ComfyServer:
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
+        self.stop()  # a start that fails ends its process: no `with` block or fixture is left to stop it
         raise TimeoutError(f"ComfyUI did not answer within {timeout}s:\n{self.log()}")
 
     def stop(self) -> None:

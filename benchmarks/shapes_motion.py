@@ -44,6 +44,8 @@ class Plan:
     motion_module: bool = False
     tuned: bool = False
     motion_training: str = "lora"
+    fresh_noise_share: float = 0.0  # One-Shot Tune's share of steps fitted from noise alone
+
 
 
 AS_ANIMATEDIFF = {"attention": "per_frame", "temporal_layers": False, "motion_module": True}
@@ -54,9 +56,11 @@ VARIANTS = {  # None: the image model, every frame sampled alone from fresh nois
     "motion_untuned": Plan(**AS_ANIMATEDIFF),
     "motion_lora": Plan(**AS_ANIMATEDIFF, tuned=True),
     "motion_full": Plan(**AS_ANIMATEDIFF, tuned=True, motion_training="full"),
+    "motion_lora_fresh": Plan(**AS_ANIMATEDIFF, tuned=True, fresh_noise_share=1.0),
     "hybrid": Plan(motion_module=True, tuned=True),
 }
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "motion_full"]  # the six; motion_full only when named
+OPT_IN_VARIANTS = ("motion_full", "motion_lora_fresh")  # run only when named
+DEFAULT_VARIANTS = [v for v in VARIANTS if v not in OPT_IN_VARIANTS]  # the six
 T2V_METRICS = ("object_found", "right_object", "consistency", "acceleration", "speed")
 EDIT_METRICS = ("text_alignment", "motion_error", "consistency")
 
@@ -104,7 +108,8 @@ def clip_graph(video: str, caption: str, targets: dict, variants: list[str], set
             video_model = [g.add("TAV_OneShotTune", model=video_model, latents=latents, conditioning=source,
                                  steps=settings.tune_steps, learning_rate=settings.learning_rate, seed=seed,
                                  gradient_checkpointing="off", precision="auto", save_name="", caption=caption,
-                                 motion_training=plan.motion_training, motion_rank=32, trainable="pack"), 0]
+                                 motion_training=plan.motion_training, motion_rank=32, trainable="pack",
+                                 fresh_noise_share=plan.fresh_noise_share), 0]
         inverted = [g.add("TAV_DDIMInvertVideo", model=video_model, latents=latents, conditioning=empty,
                           steps=settings.ddim_steps, inversion_strength=1.0), 0]
         for kind, prompt in prompts.items():
@@ -236,6 +241,8 @@ def format_report(summary: dict[str, dict[str, float]], settings: Settings, args
               "AnimateDiff runs a module (per-frame attention, no temporal layers) with the demo motion module; "
               "motion_lora = that, One-Shot Tune'd with a motion LoRA (rank 32) beside the to_q deltas; "
               "motion_full (when run) = the same with every motion-module weight tuned (motion_training full); "
+              "motion_lora_fresh (when run) = motion_lora with every step fitted from noise alone at the top of the "
+              "schedule (fresh_noise_share 1); "
               "hybrid = Tune-A-Video's inflation and temporal layers plus the motion module, One-Shot Tune'd "
               "(motion LoRA, to_q, temporal layers).", "",
               "Metrics: right object = frames whose judged colour, shape and background match the caption; "
@@ -270,19 +277,21 @@ def target_checks(summary: dict[str, dict[str, float]], low: float, high: float)
             ratio = summary["per_frame_t2i"]["t2v_edited_acceleration"] / motion["t2v_edited_acceleration"]
             checks.append(f"- per_frame_t2i acceleration / motion_untuned: {ratio:.1f}x (>= "
                           f"{TARGETS['smoothness_ratio']}): {verdict(ratio >= TARGETS['smoothness_ratio'])}")
-        if "motion_lora" in summary:
-            error, untuned = summary["motion_lora"]["transfer_error"], motion["transfer_error"]
+        for variant in ("motion_lora", "motion_lora_fresh"):
+            if variant not in summary:
+                continue
+            error, untuned = summary[variant]["transfer_error"], motion["transfer_error"]
             checks += [
-                f"- motion_lora transfer error {error:.2f} px (<= {TARGETS['trajectory_error']}): "
+                f"- {variant} transfer error {error:.2f} px (<= {TARGETS['trajectory_error']}): "
                 f"{verdict(error <= TARGETS['trajectory_error'])}",
-                f"- motion_untuned / motion_lora transfer error: {untuned / error:.1f}x (>= "
+                f"- motion_untuned / {variant} transfer error: {untuned / error:.1f}x (>= "
                 f"{TARGETS['trajectory_ratio']}): {verdict(untuned / error >= TARGETS['trajectory_ratio'])}",
             ]
         if "motion_full" in summary:
             error = summary["motion_full"]["transfer_error"]
             checks.append(f"- beside the targets, motion_full's transfer error: {error:.2f} px, "
                           f"{motion['transfer_error'] / error:.1f}x the untuned module's")
-    for variant in ("hybrid", "motion_lora"):
+    for variant in ("hybrid", "motion_lora", "motion_lora_fresh"):
         if variant in summary:
             align, error = summary[variant]["edit_text_alignment"], summary[variant]["edit_motion_error"]
             ok = align >= TODAYS_FULL_ROW["text_alignment"] and error <= TODAYS_FULL_ROW["motion_error"]

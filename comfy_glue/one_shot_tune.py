@@ -294,9 +294,11 @@ def tune(
             generator = torch.Generator().manual_seed(settings.seed)
             window = settings.window if 0 < settings.window < x0.shape[0] else x0.shape[0]
             anchored = settings.window_anchor == WindowAnchor.CLIP
+            # Fresh-noise steps start where text-to-video does: ComfyUI's empty latent, as the sampler takes it in.
+            empty_latent = model_wrap.inner_model.process_latent_in(torch.zeros_like(x0))
 
             def draw() -> StepDraw:
-                return draw_step(generator, len(sigma_table), x0.shape, settings.window)
+                return draw_step(generator, len(sigma_table), x0.shape, settings.window, settings.fresh_noise_share)
 
             for _ in range(steps_before):  # a resumed tune goes on with the draws of its later steps
                 draw()
@@ -315,16 +317,17 @@ def tune(
                 sigma = sigma_table[drawn.timestep]
                 noise = copy_to_device(drawn.noise, x0.device).to(x0.dtype)  # without a host-device sync
                 sigmas = sigma_table_on_device[drawn.timestep].expand(window)
+                noised = empty_latent if drawn.fresh else x0  # what this step's noise is added to
                 anchors = None
                 if drawn.start and anchored:  # frame 0 as the clip's first window sees it, at this step's noise
                     anchors = AnchorFrames()
-                    first_window = model_sampling.noise_scaling(sigmas, noise[:window], x0[:window])
+                    first_window = model_sampling.noise_scaling(sigmas, noise[:window], noised[:window])
                     with torch.no_grad(), published(ForwardState(None, None, anchors)):
                         model_wrap(first_window, sigmas, **extra_args)
                     anchors.next_window(carry_at=None)  # the step's window reads frame 0; its first frame, itself
                 window_frames = slice(drawn.start, drawn.start + window)
                 target = x0[window_frames]
-                noisy = model_sampling.noise_scaling(sigmas, noise[window_frames], target)
+                noisy = model_sampling.noise_scaling(sigmas, noise[window_frames], noised[window_frames])
                 if settings.channels_last:
                     noisy = noisy.contiguous(memory_format=torch.channels_last)
                 with published(ForwardState(None, None, anchors)) if anchors is not None else nullcontext():
@@ -377,6 +380,7 @@ def tune(
                     **({"temporal_rank": str(settings.temporal_rank)} if settings.temporal_rank else {}),
                     **({"window": str(settings.window), "window_anchor": WindowAnchor(settings.window_anchor).value}
                        if 0 < settings.window < frames else {}),
+                    **({"fresh_noise_share": repr(settings.fresh_noise_share)} if settings.fresh_noise_share else {}),
                     **({"resumed_at_step": str(steps_before)} if resume is not None else {}),
                     **({"motion_training": MotionTraining(settings.motion_training).value} if motion is not None
                        else {}),

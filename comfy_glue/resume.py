@@ -69,7 +69,8 @@ def check_lora_rank(loras: dict, rank: int, input_name: str, node: str) -> None:
 
 
 def check_draws(weights: TunedWeights, settings: TuneSettings, frames: int, node: str) -> None:
-    """The draws go on where the earlier tune stopped only for the same clip length, window and anchor."""
+    """The draws go on where the earlier tune stopped only for the same clip length, window, anchor and
+    fresh-noise share."""
     tuned_frames = weights.info.get("frames")
     if tuned_frames is not None and int(tuned_frames) != frames:
         raise TAVInputError(node, RESUME_INPUT, f"these weights were tuned on a clip of {tuned_frames} frames, these "
@@ -85,6 +86,11 @@ def check_draws(weights: TunedWeights, settings: TuneSettings, frames: int, node
         tuned_anchor = weights.info["window_anchor"]
         raise TAVInputError(node, "window_anchor", f"{anchor}, but the weights in resume_from were tuned with "
                             f"window_anchor {tuned_anchor}.", f"Set window_anchor to {tuned_anchor} to resume them.")
+    tuned_share = float(weights.info.get("fresh_noise_share", "0"))
+    if settings.fresh_noise_share != tuned_share:
+        raise TAVInputError(node, "fresh_noise_share", f"{settings.fresh_noise_share}, but the weights in resume_from "
+                            f"were tuned with fresh_noise_share {tuned_share}.",
+                            f"Set fresh_noise_share to {tuned_share} to resume them.")
 
 
 def check_motion_training(weights: TunedWeights, settings: TuneSettings, node: str) -> None:

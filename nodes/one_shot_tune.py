@@ -173,6 +173,16 @@ class OneShotTune(io.ComfyNode):
                         "smaller file (whole, they are most of SD1.5's 140 MB). Needs a freshly inflated MODEL."
                     ),
                 ),
+                io.Float.Input(
+                    "fresh_noise_share", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                    tooltip=(
+                        "0: every step trains on the clip noised (the paper). Above 0: this share of the steps "
+                        "trains at the top tenth of the noise schedule from noise alone, as text-to-video from an "
+                        "empty latent starts, so the tuned model lays the clip's layout and motion out from fresh "
+                        "noise instead of reading them out of its input. For motion transfer (fresh-noise samples "
+                        "with a new caption), e.g. 1 with a motion LoRA; edits from DDIM Invert Video do not need it."
+                    ),
+                ),
                 TUNED_WEIGHTS.Input(
                     RESUME_INPUT, optional=True,
                     tooltip=(
@@ -197,11 +207,11 @@ class OneShotTune(io.ComfyNode):
     def check_inputs(
         cls, steps: int | None, learning_rate: float | None, save_name: str | None, motion_rank: int | None = None,
         rank: int | None = None, save_every: int | None = None, preview_every: int | None = None,
-        window: int | None = None, temporal_rank: int | None = None,
+        window: int | None = None, temporal_rank: int | None = None, fresh_noise_share: float | None = None,
     ) -> None:
         check_numbers(cls, {"steps": steps, "learning_rate": learning_rate, "motion_rank": motion_rank, "rank": rank,
                             "save_every": save_every, "preview_every": preview_every, "window": window,
-                            TEMPORAL_RANK_INPUT: temporal_rank})
+                            TEMPORAL_RANK_INPUT: temporal_rank, "fresh_noise_share": fresh_noise_share})
         check_window(window, None, None, NODE)
         named = save_name is not None and bool(save_name.strip())
         if named:
@@ -217,10 +227,12 @@ class OneShotTune(io.ComfyNode):
         cls, steps: int | None = None, learning_rate: float | None = None, save_name: str | None = None,
         motion_rank: int | None = None, rank: int | None = None, save_every: int | None = None,
         preview_every: int | None = None, window: int | None = None, temporal_rank: int | None = None,
+        fresh_noise_share: float | None = None,
     ) -> bool | str:
         return validation_result(
             lambda: cls.check_inputs(
-                steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window, temporal_rank
+                steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window, temporal_rank,
+                fresh_noise_share,
             )
         )
 
@@ -230,10 +242,11 @@ class OneShotTune(io.ComfyNode):
         gradient_checkpointing: str, precision: str, save_name: str = "", caption: str = "",
         motion_training: str = MotionTraining.LORA.value, motion_rank: int = 32, trainable: str = Trainable.PACK.value,
         rank: int = 0, save_every: int = 0, resume_from=None, preview_every: int = 0, window: int = 0,
-        window_anchor: str = WindowAnchor.WINDOW.value, temporal_rank: int = 0,
+        window_anchor: str = WindowAnchor.WINDOW.value, temporal_rank: int = 0, fresh_noise_share: float = 0.0,
     ) -> io.NodeOutput:
         cls.check_inputs(
-            steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window, temporal_rank
+            steps, learning_rate, save_name, motion_rank, rank, save_every, preview_every, window, temporal_rank,
+            fresh_noise_share,
         )
         refuse_save_and_load_together(cls.hidden, NODE, "save_name", save_name, saving=True)
         settings = TuneSettings(
@@ -241,6 +254,7 @@ class OneShotTune(io.ComfyNode):
             motion_training=MotionTraining(motion_training), motion_rank=motion_rank, trainable=Trainable(trainable),
             rank=rank, save_every=save_every, preview_every=preview_every, window=window,
             window_anchor=WindowAnchor(window_anchor), temporal_rank=temporal_rank,
+            fresh_noise_share=fresh_noise_share,
         )
         checkpoint = partial(save_tuned_weights, name=save_name, dtype=torch.float16) if save_every else None
         result = tune(

@@ -94,25 +94,42 @@ class TuneSettings:
     preview_every: int = 0  # show the denoised prediction of the training batch every this many steps; 0: never
     window: int = 0  # train each step on this many consecutive frames, drawn; 0: the whole clip
     window_anchor: WindowAnchor = WindowAnchor.WINDOW  # the shapes world's 48-frame clips chose it (RESULTS.md)
+    fresh_noise_share: float = 0.0  # share of steps fitted from noise alone at the schedule's top; 0: the paper
+
+
+FRESH_NOISE_TOP = 0.1  # fresh-noise steps draw their timestep from this top share of the schedule
 
 
 @dataclass(frozen=True)
 class StepDraw:
     """One training step's random choices: the reference's one timestep for the whole video with independent
-    noise per frame, and where the step's window starts."""
+    noise per frame, where the step's window starts, and whether the step is a fresh-noise one."""
 
     timestep: int
     noise: torch.Tensor  # for every frame of the clip
     start: int  # the window's first frame (0 without a window)
+    fresh: bool = False  # the input is the noise alone, as text-to-video starts from an empty latent
 
 
-def draw_step(generator: torch.Generator, timesteps: int, shape: torch.Size, window: int) -> StepDraw:
-    """Drawn on the CPU, so every device draws alike; without a window the draws are the whole-clip recipe's."""
+def fresh_noise_floor(timesteps: int) -> int:
+    """The lowest timestep a fresh-noise step draws: the top FRESH_NOISE_TOP of the schedule, where a sampler
+    starting from an empty latent takes its first steps (DDIM's 25 uniform steps start at 961 of 1000)."""
+    return round(timesteps * (1 - FRESH_NOISE_TOP))
+
+
+def draw_step(
+    generator: torch.Generator, timesteps: int, shape: torch.Size, window: int, fresh_share: float = 0.0
+) -> StepDraw:
+    """Drawn on the CPU, so every device draws alike; without a window and fresh-noise steps the draws are the
+    whole-clip recipe's."""
     timestep = int(torch.randint(0, timesteps, (1,), generator=generator))
     noise = torch.randn(shape, generator=generator)
     frames = shape[0]
     start = int(torch.randint(0, frames - window + 1, (1,), generator=generator)) if 0 < window < frames else 0
-    return StepDraw(timestep, noise, start)
+    fresh = fresh_share > 0 and float(torch.rand(1, generator=generator)) < fresh_share
+    if fresh:
+        timestep = int(torch.randint(fresh_noise_floor(timesteps), timesteps, (1,), generator=generator))
+    return StepDraw(timestep, noise, start, fresh)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -129,12 +129,13 @@ def test_short_shapes_motion_case(tmp_path):
         assert np.isfinite(row["transfer_error"]), row
 
 
-def test_motion_full_tunes_the_whole_module_and_runs_only_when_named():
+def test_motion_full_and_motion_lora_fresh_tune_as_named_and_run_only_when_named():
     settings = shapes_motion.Settings(frames=8, tune_steps=3, learning_rate=1e-4, ddim_steps=2, cfg=2.0)
     nodes, _ = shapes_motion.clip_graph("clip.mp4", "a red square on a white background", {"source": (
-        "red", "square", "white")}, ["motion_lora", "motion_full"], settings, seed=1)
+        "red", "square", "white")}, ["motion_lora", "motion_full", "motion_lora_fresh"], settings, seed=1)
     tunes = [node["inputs"] for node in nodes.values() if node["class_type"] == "TAV_OneShotTune"]
-    assert [tune["motion_training"] for tune in tunes] == ["lora", "full"]
+    assert [(tune["motion_training"], tune["fresh_noise_share"]) for tune in tunes] == [
+        ("lora", 0.0), ("full", 0.0), ("lora", 1.0)]
     inflates = [node["inputs"] for node in nodes.values() if node["class_type"] == "TAV_InflateUNet"]
     assert all("motion_module" in inflate and inflate["attention"] == "per_frame" for inflate in inflates)
     assert shapes_motion.DEFAULT_VARIANTS == ["per_frame_t2i", "inflated_untuned", "tav_tuned", "motion_untuned",

@@ -26,27 +26,29 @@ def inflated(config: InflationConfig | None = None, seed: int = 0):
     return inflate_model(tiny_unet("sd1", seed=seed), config or InflationConfig(), "Inflate UNet")
 
 
-def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, window: int = 0, **kwargs):
+def run(model, steps: int, rank: int = 0, temporal_rank: int = 0, window: int = 0, fresh_noise_share: float = 0.0,
+        **kwargs):
     settings = TuneSettings(steps=steps, learning_rate=1e-2, seed=7, gradient_checkpointing="off", rank=rank,
-                            temporal_rank=temporal_rank, window=window)
+                            temporal_rank=temporal_rank, window=window, fresh_noise_share=fresh_noise_share)
     return tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, **kwargs)
 
 
 
-@pytest.mark.parametrize(("rank", "temporal_rank"), [(0, 0), (4, 0), (4, 2)],
-                         ids=["full rank", "rank 4", "rank 4, temporal rank 2"])
-def test_a_resumed_tune_starts_from_the_loaded_weights_and_its_loss_goes_on(rank, temporal_rank):
+@pytest.mark.parametrize(("rank", "temporal_rank", "fresh_noise_share"), [(0, 0, 0.0), (4, 0, 0.0), (4, 2, 0.0),
+                                                                        (0, 0, 0.5)],
+                         ids=["full rank", "rank 4", "rank 4, temporal rank 2", "fresh-noise steps"])
+def test_a_resumed_tune_starts_from_the_loaded_weights_and_its_loss_goes_on(rank, temporal_rank, fresh_noise_share):
     """Tuning 3 steps and resuming 3 more sees step 4 exactly as a 6-step tune does: the same parameters (the
     loaded ones) and the same draw, so the same loss; the optimiser's moments restart, so later steps differ."""
     model = inflated()
-    whole = run(model, 6, rank, temporal_rank)
-    first = run(model, 3, rank, temporal_rank)
-    resumed = run(model, 3, rank, temporal_rank, resume=first.weights)
+    whole = run(model, 6, rank, temporal_rank, fresh_noise_share=fresh_noise_share)
+    first = run(model, 3, rank, temporal_rank, fresh_noise_share=fresh_noise_share)
+    resumed = run(model, 3, rank, temporal_rank, fresh_noise_share=fresh_noise_share, resume=first.weights)
     assert resumed.losses[0] == pytest.approx(whole.losses[3], rel=1e-5, abs=1e-7)
     assert resumed.weights.info["steps"] == "6" and resumed.weights.info["resumed_at_step"] == "3"
     # Before its first step the resumed tune's model is the loaded one: one step at a vanishing rate predicts as it.
     settings = TuneSettings(steps=1, learning_rate=1e-12, seed=7, gradient_checkpointing="off", rank=rank,
-                            temporal_rank=temporal_rank)
+                            temporal_rank=temporal_rank, fresh_noise_share=fresh_noise_share)
     barely = tune(model, sliding_square(), text_cond("sd1", 1), settings, TUNE, resume=first.weights)
     loaded = seeded_prediction(first.model)
     torch.testing.assert_close(seeded_prediction(barely.model), loaded, rtol=0, atol=1e-5)
@@ -98,9 +100,11 @@ def test_save_every_without_a_save_name_is_refused_before_tuning():
         (inflated, {"window": 2}, "window", "2, but the weights in resume_from were tuned with the whole clip"),
         (inflated, {"window": 3, "window_anchor": "clip"}, "window_anchor",
          "clip, but the weights in resume_from were tuned with window_anchor window"),
+        (inflated, {"fresh_noise_share": 0.5}, "fresh_noise_share",
+         "0.5, but the weights in resume_from were tuned with fresh_noise_share 0.0"),
     ],
     ids=["another base", "another inflation", "another rank", "another temporal rank", "another window",
-         "another window anchor"],
+         "another window anchor", "another fresh-noise share"],
 )
 def test_resuming_another_setups_weights_is_refused_before_any_step(model, settings, input_name, message):
     earlier = run(inflated(), 1, window=3 if "window_anchor" in settings else 0).weights

@@ -295,7 +295,8 @@ def tune(
             window = settings.window if 0 < settings.window < x0.shape[0] else x0.shape[0]
             anchored = settings.window_anchor == WindowAnchor.CLIP
             # Fresh-noise steps start where text-to-video does: ComfyUI's empty latent, as the sampler takes it in.
-            empty_latent = model_wrap.inner_model.process_latent_in(torch.zeros_like(x0))
+            empty_latent = (model_wrap.inner_model.process_latent_in(torch.zeros_like(x0))
+                            if settings.fresh_noise_share else None)
 
             def draw() -> StepDraw:
                 return draw_step(generator, len(sigma_table), x0.shape, settings.window, settings.fresh_noise_share)

@@ -485,7 +485,7 @@ def demo_motion_transfer_workflow() -> Workflow:
     add_prompts(g, [(*SOURCE_PROMPT, DEMO_MOTION_SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540),
                     (*EDIT_PROMPT, DEMO_MOTION_EDIT_CAPTION, 730)])
     add_tune(g, steps=DEMO_TUNE_STEPS, learning_rate=DEMO_LEARNING_RATE, gradient_checkpointing="off",
-             caption=DEMO_MOTION_SOURCE_CAPTION, motion_training="lora", motion_rank=32)
+             caption=DEMO_MOTION_SOURCE_CAPTION, motion_training="lora", motion_rank=32, fresh_noise_share=1.0)
     inflate = next(node for node in g.nodes if node.key == "inflate")
     inflate.widgets.update({"attention": "per_frame", "temporal_layers": False})
     g.add(Node("motion", "TAV_LoadMotionModule", (PROMPTS_X, -140),
@@ -508,8 +508,9 @@ module {DEMO_MOTION_MODULE} (trained by tools/train_demo_motion.py on clips of t
 by TAV Load Motion Module from the pack's own demo_model/animatediff_models/) runs in the demo model as
 AnimateDiff runs a module (attention per_frame, no temporal layers). One-Shot Tune tunes it to the
 bundled clip demo_model/clips/{DEMO_MOTION_CLIP} ("{DEMO_MOTION_SOURCE_CAPTION}", bouncing) as a motion
-LoRA; TAV Sample then draws "{DEMO_MOTION_EDIT_CAPTION}" from fresh noise, with no inversion: the
-new object should move as the clip's did. `bash scripts/demo.sh --workflow motion` runs it headless
+LoRA, every step fitted from noise alone at the top of the schedule (fresh_noise_share 1), as
+text-to-video starts; TAV Sample then draws "{DEMO_MOTION_EDIT_CAPTION}" from fresh noise, with no
+inversion: the new object should move as the clip's did. `bash scripts/demo.sh --workflow motion` runs it headless
 and judges the frames with OpenCV (right object, consistency, the centred path against the clip's).
 """))
     groups = stage_groups([*edit, "save_frames"], tune=("inflate", "tune", "loss"),

@@ -533,8 +533,8 @@ def interpolate_workflow() -> Workflow:
     frames.widgets["count"] = INTERPOLATE_KEYFRAMES
     add_prompts(g, [(*SOURCE_PROMPT, SOURCE_CAPTION, 330), (*EMPTY_PROMPT, "", 540)])
     add_tune(g, invert_y=700)  # the latents' lane runs under the tuning, beside the prompts' lanes
-    g.reroute("r_source_interpolate", (1980, 730))
-    g.reroute("r_empty_interpolate", (1980, 770))
+    g.reroute("r_source_interpolate", (1980, 770))
+    g.reroute("r_empty_interpolate", (1980, 810))
     g.add(Node("interpolate", "TAV_InterpolateFrames", (INVERT_X, INVERT_Y - 60), {
               "factor": 1, "mode": "interpolate", "steps": 50, "cfg": 7.5, "seed": 0,
               "control_after_generate": "fixed", "resample": 0, "inversion_strength": 1.0}, width=260),

@@ -2,6 +2,7 @@
 (against torch's own allocation count), the scopes' model, the choice of scope, and the forecast against the
 counted peak of real tunes."""
 
+import gc
 from contextlib import nullcontext
 
 import comfy.patcher_extension
@@ -233,8 +234,14 @@ def counted_step_peak(monkeypatch, frames: int, scope: CheckpointScope) -> int:
     monkeypatch.setattr(one_shot_tune, "check_cancel", marked_check_cancel)
     latent = {"samples": torch.randn(frames, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(frames))}
     settings = TuneSettings(steps=2, learning_rate=1e-3, gradient_checkpointing=scope)
-    with torch.inference_mode(False), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        tune(inflated_model(), latent, text_cond("sd1", 1), settings, "One-Shot Tune")
+    # Earlier tests' cyclic garbage collected inside a step would count as that step's frees and lower its peak.
+    gc.collect()
+    gc.disable()
+    try:
+        with torch.inference_mode(False), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+            tune(inflated_model(), latent, text_cond("sd1", 1), settings, "One-Shot Tune")
+    finally:
+        gc.enable()
     events = profiler.profiler.kineto_results.events()
     first_step = min(event.start_ns() for event in events if event.name() == "step start")
     optimizer_steps = [(e.start_ns(), e.end_ns()) for e in events if e.name().startswith("Optimizer.step#")]

@@ -47,7 +47,6 @@ class Plan:
     fresh_noise_share: float = 0.0  # One-Shot Tune's share of steps fitted from noise alone
 
 
-
 AS_ANIMATEDIFF = {"attention": "per_frame", "temporal_layers": False, "motion_module": True}
 VARIANTS = {  # None: the image model, every frame sampled alone from fresh noise
     "per_frame_t2i": None,

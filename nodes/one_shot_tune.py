@@ -180,7 +180,8 @@ class OneShotTune(io.ComfyNode):
                         "trains at the top tenth of the noise schedule from noise alone, as text-to-video from an "
                         "empty latent starts, so the tuned model lays the clip's layout and motion out from fresh "
                         "noise instead of reading them out of its input. For motion transfer (fresh-noise samples "
-                        "with a new caption), e.g. 1 with a motion LoRA; edits from DDIM Invert Video do not need it."
+                        "with a new caption), e.g. 1 with a motion LoRA; edits from DDIM Invert Video do not need it. "
+                        "It fits slowly: more steps or a higher learning rate follow the clip's path more closely."
                     ),
                 ),
                 TUNED_WEIGHTS.Input(

@@ -108,14 +108,11 @@ def interleave(keyframes: np.ndarray, between: np.ndarray) -> np.ndarray:
 
 def count_objects(frame: np.ndarray) -> int:
     """Separate regions unlike the background, as the judge finds them (same distance and minimum area)."""
-    from comfyui_tune_a_video.shapes_demo.judge import MIN_AREA, OBJECT_DISTANCE
+    from comfyui_tune_a_video.shapes_demo.judge import MIN_AREA, unlike_background
     from comfyui_tune_a_video.tav_core.opencv import import_cv2
 
     cv2 = import_cv2()
-    pixels = frame.astype(np.float64)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3),
-                             pixels[:, -2:].reshape(-1, 3)])
-    far = np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > OBJECT_DISTANCE
+    _, far = unlike_background(frame.astype(np.float64))
     count, _, stats, _ = cv2.connectedComponentsWithStats(far.astype(np.uint8), connectivity=8)
     return int((stats[1:count, cv2.CC_STAT_AREA] >= MIN_AREA).sum())
 

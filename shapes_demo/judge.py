@@ -18,6 +18,7 @@ class Judgement:
     shape: str | None
     centroid: tuple[float, float] | None
     area: float
+    box_fill: float | None = None  # the share of its axis-aligned bounding box the object fills: what tells its shape
 
     def matches(self, colour: str, shape: str, background: str) -> bool:
         return (self.colour, self.shape, self.background) == (colour, shape, background)
@@ -29,11 +30,22 @@ def nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
     return names[int(np.argmin(distances))]
 
 
-def classify_shape(mask: np.ndarray) -> str:
-    """Axis-aligned shapes by how much of their bounding box they fill: square ~1, circle ~0.79, triangle ~0.5."""
+def unlike_background(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pixels: float RGB (H, W, 3). The background's RGB (the median of a 2-pixel border) and the mask of the
+    pixels farther from it than OBJECT_DISTANCE."""
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3),
+                             pixels[:, -2:].reshape(-1, 3)])
+    background_rgb = np.median(border, axis=0)
+    return background_rgb, np.linalg.norm(pixels - background_rgb, axis=-1) > OBJECT_DISTANCE
+
+
+def box_fill(mask: np.ndarray) -> float:
     ys, xs = np.nonzero(mask)
-    box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
-    fill = len(xs) / box
+    return len(xs) / ((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
+
+
+def classify_shape(fill: float) -> str:
+    """Axis-aligned shapes by how much of their bounding box they fill: square ~1, circle ~0.79, triangle ~0.5."""
     if fill > 0.88:
         return "square"
     return "circle" if fill > 0.64 else "triangle"
@@ -43,11 +55,8 @@ def judge(frame: np.ndarray) -> Judgement:
     """frame: RGB uint8 (H, W, 3)."""
     cv2 = import_cv2()
     pixels = frame.astype(np.float64)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3),
-                             pixels[:, -2:].reshape(-1, 3)])
-    background_rgb = np.median(border, axis=0)
+    background_rgb, far = unlike_background(pixels)
     background = nearest(background_rgb, BACKGROUNDS)
-    far = np.linalg.norm(pixels - background_rgb, axis=-1) > OBJECT_DISTANCE
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(far.astype(np.uint8), connectivity=8)
     if count < 2:
         return Judgement(background, None, None, None, 0.0)
@@ -58,4 +67,5 @@ def judge(frame: np.ndarray) -> Judgement:
     mask = labels == largest
     colour = nearest(np.median(pixels[mask], axis=0), COLOURS)
     cx, cy = centroids[largest]
-    return Judgement(background, colour, classify_shape(mask), (float(cx), float(cy)), area)
+    fill = box_fill(mask)
+    return Judgement(background, colour, classify_shape(fill), (float(cx), float(cy)), area, fill)

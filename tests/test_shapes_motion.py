@@ -108,7 +108,9 @@ def test_the_demo_motion_module_moves_one_object_at_the_worlds_pace_from_fresh_n
 
 @pytest.mark.xfail(strict=True, reason=(
     "issue 23's target of 95 % right-object frames is missed (0.878 at training): the frozen demo image model "
-    "draws the right shape in 89.5 % of single images, and a consistent video repeats its one shape in every frame"))
+    "draws the right shape in 89.5 % of single images, and a consistent video repeats its one shape in every frame; "
+    "97 of the 98 wrong frames are squares whose box fill the judge reads as a circle "
+    "(benchmarks/judge_calibration.md)"))
 def test_the_demo_motion_module_keeps_the_right_object_in_95_percent_of_frames(gate):
     assert gate.right_object >= RIGHT_OBJECT, gate.describe()
 

@@ -68,14 +68,23 @@ def sample_videos(model, clip, vae, captions: list[str], frames: int, seed: int)
     return videos
 
 
-def motion_gate(model, clip, vae, motion_module, prompts: int, seed: int, frames: int) -> MotionGate:
-    from comfyui_tune_a_video.shapes_demo.metrics import score_motion
-    from comfyui_tune_a_video.shapes_demo.world import clip_speeds, parse_caption, random_scene
+def gate_videos(
+    model, clip, vae, motion_module, prompts: int, seed: int, frames: int
+) -> tuple[list[str], list[np.ndarray]]:
+    """The gate's seeded captions and their text-to-video samples from fresh noise."""
+    from comfyui_tune_a_video.shapes_demo.world import random_scene
 
     rng = np.random.default_rng(seed)
     captions = [random_scene(rng).caption for _ in range(prompts)]
     with torch.inference_mode():  # as ComfyUI runs nodes
-        videos = sample_videos(video_model(model, motion_module), clip, vae, captions, frames, seed)
+        return captions, sample_videos(video_model(model, motion_module), clip, vae, captions, frames, seed)
+
+
+def motion_gate(model, clip, vae, motion_module, prompts: int, seed: int, frames: int) -> MotionGate:
+    from comfyui_tune_a_video.shapes_demo.metrics import score_motion
+    from comfyui_tune_a_video.shapes_demo.world import clip_speeds, parse_caption
+
+    captions, videos = gate_videos(model, clip, vae, motion_module, prompts, seed, frames)
     scores = [score_motion(video, parse_caption(text)) for video, text in zip(videos, captions, strict=True)]
 
     def average(name: str) -> float:

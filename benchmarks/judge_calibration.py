@@ -1,14 +1,15 @@
 """How the shapes-world judge reads shapes: the instrument behind every right-object figure, measured on its own.
 
     .venv/bin/python benchmarks/judge_calibration.py              # 600 seeded scenes (~1 min, 2 cores)
-    .venv/bin/python benchmarks/judge_calibration.py --gate       # and the motion gate's 50 videos (~5 min)
+    .venv/bin/python benchmarks/judge_calibration.py --gate       # and the motion gate's 50 videos (~2 min)
 
 The judge tells a square from a circle by how much of its axis-aligned bounding box the object fills (square
-above 0.88, circle above 0.64). Per true shape, this prints what the judge reads and that fill's 5th, 50th and
-95th percentiles, for the world's own frames rendered exactly and after the demo VAE's round trip (no model
-sampled, so nothing here depends on the method). With --gate it samples the demo motion module's quality gate (its
-prompts, seeds and frames) and sorts every frame the judge calls wrong by what is wrong, with the fills, so a
-right-object figure can be read as wrong objects or as shapes the judge misreads. Writes the tables to --out.
+above shapes_demo.judge.SQUARE_FILL, circle above CIRCLE_FILL). Per true shape, this prints what the judge reads
+and that fill's 5th, 50th and 95th percentiles, for the world's own frames rendered exactly and after the demo
+VAE's round trip (no model sampled, so nothing here depends on the method). With --gate it samples the demo motion
+module's quality gate (its prompts, seeds and frames) and sorts every frame the judge calls wrong by what is wrong,
+with the fills, so a right-object figure can be read as wrong objects or as shapes the judge misreads.
+Writes the tables to --out.
 """
 
 import argparse
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
 
     setup_host()
     from comfyui_tune_a_video.nodes.load_demo_model import LoadDemoModel
+    from comfyui_tune_a_video.shapes_demo.judge import CIRCLE_FILL, SQUARE_FILL
     from comfyui_tune_a_video.shapes_demo.world import random_scene, render
 
     started = time.monotonic()
@@ -138,9 +140,9 @@ def run(args: argparse.Namespace) -> dict:
               for source, frames in zip(FRAME_SOURCES, (rendered, vae_round_trip(vae, rendered)), strict=True)}
     lines = ["# The shapes-world judge, calibrated", "",
              f"{args.scenes} seeded scenes (seed {args.seed}) of the world, rendered and through the demo VAE's "
-             "round trip: what the judge reads, per true shape. The judge's square starts at a box fill above "
-             f"0.88, its circle above 0.64. Command: `python benchmarks/judge_calibration.py --scenes {args.scenes} "
-             f"--seed {args.seed}{' --gate' if args.gate else ''}`", ""]
+             f"round trip: what the judge reads, per true shape. The judge's square starts at a box fill above "
+             f"{SQUARE_FILL}, its circle above {CIRCLE_FILL}. Command: `python benchmarks/judge_calibration.py "
+             f"--scenes {args.scenes} --seed {args.seed}{' --gate' if args.gate else ''}`", ""]
     for source in FRAME_SOURCES:
         lines += readings_table(source, result[source])
     if args.gate:

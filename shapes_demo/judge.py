@@ -9,6 +9,7 @@ from .world import BACKGROUNDS, COLOURS
 
 OBJECT_DISTANCE = 60.0  # RGB distance from the background beyond which a pixel belongs to the object
 MIN_AREA = 12
+SQUARE_FILL, CIRCLE_FILL = 0.88, 0.64  # the box fill above which an object is a square, else a circle, else a triangle
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,9 @@ def box_fill(mask: np.ndarray) -> float:
 
 def classify_shape(fill: float) -> str:
     """Axis-aligned shapes by how much of their bounding box they fill: square ~1, circle ~0.79, triangle ~0.5."""
-    if fill > 0.88:
+    if fill > SQUARE_FILL:
         return "square"
-    return "circle" if fill > 0.64 else "triangle"
+    return "circle" if fill > CIRCLE_FILL else "triangle"
 
 
 def judge(frame: np.ndarray) -> Judgement:

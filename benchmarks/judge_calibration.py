@@ -99,11 +99,12 @@ def percentiles(values: list[float]) -> str:
 
 
 def readings_table(source: str, readings: dict[str, ShapeReadings]) -> list[str]:
-    shapes = list(readings)
-    lines = [f"### {source}", "", "| true shape | frames | right object | " + " | ".join(f"read as {s}" for s in shapes)
-             + " | read as no object | box fill p5 / p50 / p95 |", "| --- |" + " --- |" * (len(shapes) + 4)]
+    from comfyui_tune_a_video.shapes_demo.world import SHAPES
+
+    lines = [f"### {source}", "", "| true shape | frames | right object | " + " | ".join(f"read as {s}" for s in SHAPES)
+             + " | read as no object | box fill p5 / p50 / p95 |", "| --- |" + " --- |" * (len(SHAPES) + 4)]
     for shape, reading in readings.items():
-        counts = " | ".join(str(reading.read_as[s]) for s in shapes)
+        counts = " | ".join(str(reading.read_as[s]) for s in SHAPES)
         lines.append(f"| {shape} | {reading.frames} | {reading.right_object / reading.frames:.3f} | {counts} | "
                      f"{reading.read_as[None]} | {percentiles(reading.fills)} |")
     return [*lines, ""]
